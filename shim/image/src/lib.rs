@@ -1,0 +1,1 @@
+//! keel-image: OCI image pull, content store, layer unpacking and container rootfs.

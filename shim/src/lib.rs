@@ -1,0 +1,1 @@
+//! keel-shim: the runc-compatible OCI runtime and per-container supervisor.

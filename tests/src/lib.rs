@@ -1,0 +1,1 @@
+//! keel-tests: the cluster test harness (network namespaces as nodes, real binaries, real kubectl).
