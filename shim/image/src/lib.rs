@@ -1,1 +1,3 @@
 //! keel-image: OCI image pull, content store, layer unpacking and container rootfs.
+
+pub mod cli;
