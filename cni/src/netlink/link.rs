@@ -160,7 +160,7 @@ impl Socket {
     }
 
     /// Creates a veth pair in one request: the host end up and enslaved to `master`, the peer
-    /// created up, named and placed in the pod namespace.
+    /// named and placed in the pod namespace (down; the caller brings it up there).
     pub fn add_veth(&mut self, v: &VethSpec<'_>) -> Result<()> {
         let mut m = Msg::new(RTM_NEWLINK, change_flags(NLM_F_CREATE | NLM_F_EXCL))
             .raw(&ifinfomsg(0, 0, IFF_UP, IFF_UP))
@@ -175,7 +175,8 @@ impl Socket {
             .str(IFLA_INFO_KIND, "veth")
             .begin(IFLA_INFO_DATA)
             .begin_plain(VETH_INFO_PEER)
-            .raw(&ifinfomsg(0, 0, IFF_UP, IFF_UP))
+            // Not up yet: veth_open() refuses (ENOTCONN) before the pair is linked.
+            .raw(&ifinfomsg(0, 0, 0, 0))
             .str(IFLA_IFNAME, v.peer_name)
             .attr(IFLA_ADDRESS, &v.peer_mac)
             .u32(IFLA_NET_NS_FD, v.peer_netns.as_raw_fd() as u32);
