@@ -15,3 +15,4 @@ pub mod netlink;
 pub mod netns;
 pub mod skel;
 pub mod spec;
+pub mod trace;

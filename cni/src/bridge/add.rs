@@ -12,6 +12,7 @@ use crate::netns::NetNs;
 use crate::skel::Request;
 use crate::spec::error::{ALREADY_EXISTS, INVALID_ENV, KERNEL_FAILURE};
 use crate::spec::{CniError, CniResult, Interface, IpConfig, IpNet, Route, from_u128, to_u128};
+use crate::trace;
 
 /// What this ADD created, for rollback.
 #[derive(Default)]
@@ -75,6 +76,7 @@ fn build(
     undo: &mut Undo,
 ) -> Result<CniResult, CniError> {
     let env = &req.env;
+    trace::mark("start");
     let ipam_res = ipam::add(req)?;
     undo.ipam = ipam_res.is_some();
     let mut ips: Vec<IpConfig> = ipam_res.as_ref().map(|r| r.ips.clone()).unwrap_or_default();
@@ -83,9 +85,11 @@ fn build(
         .map(|r| r.routes.clone())
         .unwrap_or_default();
 
+    trace::mark("ipam");
     // The bridge.
     let (br_index, br_mac) = ensure_bridge(c, host, undo)?;
 
+    trace::mark("bridge");
     // The veth pair, peer born in the pod namespace under its final name.
     let host_name = host_veth_name(&env.container_id, &env.ifname);
     let host_mac = mac_for(&[&env.container_id, &env.ifname, "host"]);
@@ -119,6 +123,7 @@ fn build(
             )
         })?;
     undo.veth = Some(veth.index);
+    trace::mark("veth");
     if c.hairpin_mode {
         host.set_hairpin(veth.index, true).map_err(kernel)?;
     }
@@ -147,6 +152,7 @@ fn build(
         }
     }
 
+    trace::mark("port");
     // Pod side: addresses, then routes (via the family's gateway when a route has none).
     let pod_link = pod
         .link_by_name(&env.ifname)
@@ -176,6 +182,7 @@ fn build(
         }
     }
 
+    trace::mark("pod");
     // Host side: gateway addresses on the bridge, forwarding, masquerade.
     if c.is_gateway {
         for ip in &ips {
@@ -198,12 +205,14 @@ fn build(
             }
         }
     }
+    trace::mark("gateway");
     if c.ip_masq && !ips.is_empty() {
         undo.masq = true;
         let addrs: Vec<IpNet> = ips.iter().map(|i| i.address).collect();
         masq::setup(&req.conf.name, &env.container_id, &addrs)?;
     }
 
+    trace::mark("masq");
     let mtu = c.mtu;
     let dns = match ipam_res.as_ref().map(|r| r.dns.clone()) {
         Some(d) if !d.is_empty() => d,

@@ -6,6 +6,8 @@
 mod add;
 mod check;
 mod del;
+
+pub use del::{DELETE_LINK_ARG, delete_link_main};
 mod ipam;
 mod masq;
 
