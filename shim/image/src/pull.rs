@@ -338,30 +338,23 @@ impl Puller {
             return Ok(());
         }
         let have_blob = self.store.has_blob(digest);
-        let blob = if have_blob {
-            self.store.blob_path(digest)?
+        // A download is removed if this future is dropped (another layer failed and the pull
+        // was abandoned) or the unpack fails; after a successful commit it is already renamed.
+        let (blob, guard) = if have_blob {
+            (self.store.blob_path(digest)?, None)
         } else {
-            let tmp = self.store.tmp_path("download");
-            if let Err(e) = fetch.blob_to_file(digest, size, &tmp, self).await {
-                store::remove_path(&tmp);
-                return Err(e);
-            }
-            tmp
+            let guard = TmpGuard(self.store.tmp_path("download"));
+            fetch.blob_to_file(digest, size, &guard.0, self).await?;
+            (guard.0.clone(), Some(guard))
         };
         let store = self.store.clone();
-        let (digest_s, diff_s, blob_c) = (
-            digest.to_string(),
-            diff_id.map(str::to_string),
-            blob.clone(),
-        );
+        let (digest_s, diff_s) = (digest.to_string(), diff_id.map(str::to_string));
         let result = tokio::task::spawn_blocking(move || {
-            unpack_and_commit(&store, &blob_c, &digest_s, diff_s.as_deref(), !have_blob)
+            let _guard = guard;
+            unpack_and_commit(&store, &blob, &digest_s, diff_s.as_deref(), !have_blob)
         })
         .await
         .map_err(|e| Attempt::new(FailureKind::Local, format!("unpack task: {e}")))?;
-        if result.is_err() && !have_blob {
-            store::remove_path(&blob);
-        }
         result?;
         self.report(Progress::LayerReady {
             digest: digest.to_string(),
@@ -424,6 +417,15 @@ pub(crate) fn unpack_and_commit(
             store::remove_path(&tmp_dir);
             Attempt::from(e)
         })
+}
+
+/// Removes a temporary path when dropped.
+struct TmpGuard(std::path::PathBuf);
+
+impl Drop for TmpGuard {
+    fn drop(&mut self) {
+        store::remove_path(&self.0);
+    }
 }
 
 /// The registry side of one pull attempt.
@@ -592,6 +594,14 @@ impl Fetch<'_> {
                 FailureKind::Invalid,
                 format!("{what}: digest mismatch: {text}"),
             ),
+            (_, OciDistributionError::RequestError(_)) if text.contains("certificate") => {
+                Attempt::new(
+                    FailureKind::Unreachable,
+                    format!(
+                        "TLS verification of {host} failed: {text}; set configs.\"{host}\".tls.ca_file to the registry's CA (or insecure_skip_verify for testing)"
+                    ),
+                )
+            }
             (_, OciDistributionError::RequestError(r)) if r.is_connect() || r.is_timeout() => {
                 Attempt::new(
                     FailureKind::Unreachable,
