@@ -59,6 +59,25 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Mount a container rootfs (overlay of the image's layers) and, with --bundle, write an
+    /// OCI bundle: BUNDLE/rootfs and BUNDLE/config.json for `keel-shim create`/`run`.
+    Mount {
+        id: String,
+        reference: String,
+        #[arg(long)]
+        bundle: Option<PathBuf>,
+        /// Replaces the image's Entrypoint (and drops its Cmd), like a pod's `command`.
+        #[arg(long = "command")]
+        command: Vec<String>,
+        /// Replaces the image's Cmd, like a pod's `args`.
+        #[arg(long = "arg", allow_hyphen_values = true)]
+        args: Vec<String>,
+        /// NAME=VALUE, overriding the image's variable of the same name.
+        #[arg(long = "env")]
+        env: Vec<String>,
+    },
+    /// Unmount and delete a container rootfs made by `mount`.
+    Unmount { id: String },
     /// Garbage-collect when the store's filesystem is fuller than --high percent, down to --low.
     Gc {
         #[arg(long, default_value_t = 85)]
@@ -145,6 +164,27 @@ fn run(cli: Cli) -> Result<(), String> {
             println!("freed {}", human(freed));
             Ok(())
         }
+        Command::Mount {
+            id,
+            reference,
+            bundle,
+            command,
+            args,
+            env,
+        } => mount(
+            &store,
+            &id,
+            &reference,
+            bundle.as_deref(),
+            command,
+            args,
+            env,
+        ),
+        Command::Unmount { id } => {
+            crate::rootfs::remove(&store, &id).map_err(|e| e.to_string())?;
+            println!("removed rootfs of {id}");
+            Ok(())
+        }
         Command::Gc { high, low } => {
             let policy = crate::gc::Policy {
                 high_percent: high,
@@ -161,6 +201,65 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+fn mount(
+    store: &Store,
+    id: &str,
+    reference: &str,
+    bundle: Option<&Path>,
+    command: Vec<String>,
+    args: Vec<String>,
+    env: Vec<String>,
+) -> Result<(), String> {
+    let name = normalise(reference)?;
+    let mut vars = Vec::new();
+    for e in env {
+        let (k, v) = e
+            .split_once('=')
+            .ok_or_else(|| format!("--env {e:?}: use NAME=VALUE"))?;
+        vars.push((k.to_string(), v.to_string()));
+    }
+    let target = bundle.map(|b| b.join("rootfs"));
+    let start = std::time::Instant::now();
+    let rootfs =
+        crate::rootfs::mount(store, id, &name, target.as_deref()).map_err(|e| e.to_string())?;
+    let elapsed = start.elapsed();
+    if let Some(bundle) = bundle {
+        let written = (|| {
+            let config: oci_spec::image::ImageConfiguration = serde_json::from_slice(
+                &store
+                    .read_blob(&rootfs.image.config_digest)
+                    .map_err(|e| e.to_string())?,
+            )
+            .map_err(|e| format!("parse config of {name}: {e}"))?;
+            let overrides = crate::spec::Overrides {
+                command,
+                args,
+                env: vars,
+                ..Default::default()
+            };
+            let mut spec =
+                crate::spec::build(&config, &rootfs.path, &overrides).map_err(|e| e.to_string())?;
+            // Bundle-relative, as runc's `spec` writes it.
+            if let Some(root) = spec.root_mut() {
+                root.set_path(PathBuf::from("rootfs"));
+            }
+            let path = bundle.join("config.json");
+            spec.save(&path)
+                .map_err(|e| format!("write {}: {e}", path.display()))
+        })();
+        if let Err(e) = written {
+            let _ = crate::rootfs::remove(store, id);
+            return Err(e);
+        }
+    }
+    println!(
+        "mounted {id} from {name} at {} in {:.2} ms",
+        rootfs.path.display(),
+        elapsed.as_secs_f64() * 1000.0
+    );
+    Ok(())
 }
 
 fn normalise(reference: &str) -> Result<String, String> {

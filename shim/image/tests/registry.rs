@@ -529,6 +529,44 @@ fn cli_pull_ls_inspect_rm_prune() {
     ]);
     assert_eq!(code, Some(1));
     assert!(out.contains("not found"), "{out}");
+    let guard_store = Store::open(&root).expect("store");
+    let _guard = RootfsGuard(&guard_store, "cli-c1");
+    let bundle = dir.path().join("bundle");
+    let (code, out) = cli(&[
+        "mount",
+        "cli-c1",
+        &reference,
+        "--bundle",
+        bundle.to_str().expect("utf8"),
+        "--arg",
+        "-c",
+        "--arg",
+        "echo hi",
+        "--env",
+        "A=b",
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(bundle.join("rootfs/bin/busybox").is_file(), "{out}");
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("config.json")).expect("config.json"))
+            .expect("json");
+    assert_eq!(
+        spec["process"]["args"],
+        serde_json::json!(["-c", "echo hi"])
+    );
+    assert_eq!(spec["root"]["path"], "rootfs");
+    assert!(
+        spec["process"]["env"]
+            .as_array()
+            .expect("env")
+            .contains(&serde_json::json!("A=b"))
+    );
+    let (code, out) = cli(&["rm", &reference]);
+    assert_eq!(code, Some(1), "removed an image in use: {out}");
+    assert!(out.contains("cli-c1"), "{out}");
+    let (code, out) = cli(&["unmount", "cli-c1"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!is_mounted(&bundle.join("rootfs")));
     let (code, out) = cli(&["rm", &reference]);
     assert_eq!(code, Some(0), "{out}");
     let (code, _) = cli(&["prune", "--all"]);
