@@ -269,6 +269,12 @@ fn ensure_bridge(
             Err(e) if e.errno() == Some(Errno::EEXIST) => {
                 link = host.link_by_name(&c.bridge).map_err(kernel)?
             }
+            Err(e) if c.vlan.is_some() && e.errno() == Some(Errno::EOPNOTSUPP) => {
+                return Err(kernel(e).with_details(
+                    "\"vlan\" needs bridge VLAN filtering, which this kernel lacks \
+                     (CONFIG_BRIDGE_VLAN_FILTERING); remove \"vlan\" or use another kernel",
+                ));
+            }
             Err(e) => return Err(kernel(e)),
         }
     }
