@@ -577,3 +577,116 @@ fn cli_pull_ls_inspect_rm_prune() {
     assert_eq!(code, Some(1));
     assert!(out.contains("pull or import"), "{out}");
 }
+
+/// Cleans up what the container test creates even if it fails midway.
+struct ContainerCleanup {
+    shim: std::path::PathBuf,
+    state: std::path::PathBuf,
+    cgroup_parent: String,
+    id: &'static str,
+}
+
+impl Drop for ContainerCleanup {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(&self.shim)
+            .arg("--root")
+            .arg(&self.state)
+            .args(["delete", "--force", self.id])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.state);
+        for controller in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let parent = controller.path().join(&self.cgroup_parent);
+            let _ = std::fs::remove_dir(parent.join(self.id));
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+}
+
+#[tokio::test]
+async fn container_runs_from_pulled_image_with_keel_shim() {
+    need_all();
+    // keel-shim is built by `cargo build --workspace --bins` (scripts/test.sh) next to our deps dir.
+    let shim = std::env::current_exe()
+        .expect("exe")
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("keel-shim");
+    assert!(
+        shim.is_file(),
+        "{} missing: build it first with `cargo build -p keel-shim`",
+        shim.display()
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let reg = Registry::start(dir.path(), None, None);
+    let layout = Layout::busybox(dir.path());
+    let top = TarLayer::new()
+        .file("etc/.wh.motd", b"")
+        .file("etc/issue", b"keel\n")
+        .file("data/.wh..wh..opq", b"")
+        .file("data/new.txt", b"new\n")
+        .build();
+    layout.add_layer("base", "app", &top);
+    let reference = format!("{}/test/run:1", reg.host());
+    layout.push("app", &reference, &[]);
+    let (store, puller) = puller(&dir.path().join("store"), &reg.plain_config());
+    let image = puller.pull(&reference).await.expect("pull");
+
+    let id = "keel-image-run-test";
+    let _rootfs = RootfsGuard(&store, id);
+    let cleanup = ContainerCleanup {
+        shim: shim.clone(),
+        state: std::path::PathBuf::from(format!("/run/keel-image-test-{}", std::process::id())),
+        cgroup_parent: format!("keel-image-test-{}", std::process::id()),
+        id,
+    };
+    let bundle = dir.path().join("bundle");
+    let rootfs = keel_image::rootfs::mount(&store, id, &image.name, Some(&bundle.join("rootfs")))
+        .expect("mount");
+    let config: oci_spec::image::ImageConfiguration =
+        serde_json::from_slice(&store.read_blob(&image.config_digest).expect("config"))
+            .expect("parse");
+    let script = "cat /etc/issue; test -e /etc/motd || echo motd-gone; \
+                  test -e /data/old.txt || echo opaque-ok; cat /data/new.txt; echo env=$FROM_IMAGE";
+    let mut spec = keel_image::spec::build(
+        &config,
+        &rootfs.path,
+        &keel_image::spec::Overrides {
+            command: vec!["/bin/sh".into()],
+            args: vec!["-c".into(), script.into()],
+            ..Default::default()
+        },
+    )
+    .expect("spec");
+    spec.root_mut()
+        .as_mut()
+        .expect("root")
+        .set_path("rootfs".into());
+    // An absolute cgroup path of our own, never below this machine's process cgroup.
+    spec.linux_mut()
+        .as_mut()
+        .expect("linux")
+        .set_cgroups_path(Some(format!("/{}/{id}", cleanup.cgroup_parent).into()));
+    spec.save(bundle.join("config.json")).expect("config.json");
+
+    let out = std::process::Command::new(&shim)
+        .arg("--root")
+        .arg(&cleanup.state)
+        .arg("run")
+        .arg("--bundle")
+        .arg(&bundle)
+        .arg(id)
+        .output()
+        .expect("run keel-shim");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "keel-shim run failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout, "keel\nmotd-gone\nopaque-ok\nnew\nenv=1\n");
+}
