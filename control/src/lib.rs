@@ -1,6 +1,13 @@
 //! keel-control: the control plane. `store` is the MVCC log behind the `Backend` trait,
 //! `apiserver` speaks the Kubernetes REST API over HTTPS, `pki` makes the cluster's
-//! certificates and kubeconfigs, `tokens` the kubeadm-style bootstrap tokens.
+//! certificates and kubeconfigs, `tokens` the kubeadm-style bootstrap tokens, `system` the
+//! objects the server keeps in place, `cli` the commands.
 #![forbid(unsafe_code)]
 
+pub mod apiserver;
+pub mod cli;
+pub mod config;
+pub mod pki;
 pub mod store;
+pub mod system;
+pub mod tokens;

@@ -573,8 +573,7 @@ impl Backend for Arc<SqliteBackend> {
     }
 
     async fn revision(&self) -> Result<i64> {
-        self.blocking_read(|conn, path| read_revision(conn, path))
-            .await
+        self.blocking_read(read_revision).await
     }
 }
 

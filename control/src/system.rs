@@ -1,0 +1,62 @@
+//! Objects the API server keeps in place itself, as kube-apiserver does: the system namespaces
+//! and the `kubernetes` Service (first service IP, port 443) with Endpoints at the advertised
+//! address. Written straight to the store, before the server listens.
+
+use crate::apiserver::Settings;
+use crate::apiserver::objects::now;
+use crate::apiserver::subresources::first_service_ip;
+use crate::store::{Backend, StoreError};
+use serde_json::{Value, json};
+
+async fn ensure(store: &dyn Backend, key: &str, obj: Value) -> Result<(), StoreError> {
+    if store.get(key).await?.is_some() {
+        return Ok(());
+    }
+    let mut obj = obj;
+    obj["metadata"]["uid"] = json!(uuid::Uuid::new_v4().to_string());
+    obj["metadata"]["creationTimestamp"] = json!(now());
+    match store
+        .create(key, serde_json::to_vec(&obj).unwrap_or_default())
+        .await
+    {
+        Ok(_) | Err(StoreError::AlreadyExists { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+pub async fn ensure_system_objects(store: &dyn Backend, s: &Settings) -> Result<(), StoreError> {
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        ensure(
+            store,
+            &format!("/registry/core/namespaces/{ns}"),
+            json!({"apiVersion": "v1", "kind": "Namespace",
+                   "metadata": {"name": ns, "labels": {"kubernetes.io/metadata.name": ns}},
+                   "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}),
+        )
+        .await?;
+    }
+    let ip = first_service_ip(s.service_cidr).to_string();
+    ensure(
+        store,
+        "/registry/core/services/default/kubernetes",
+        json!({"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": "kubernetes", "namespace": "default",
+                            "labels": {"component": "apiserver", "provider": "kubernetes"}},
+               "spec": {"type": "ClusterIP", "clusterIP": ip, "clusterIPs": [ip], "sessionAffinity": "None",
+                        "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack", "internalTrafficPolicy": "Cluster",
+                        "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": s.port}]},
+               "status": {"loadBalancer": {}}}),
+    )
+    .await?;
+    ensure(
+        store,
+        "/registry/core/endpoints/default/kubernetes",
+        json!({"apiVersion": "v1", "kind": "Endpoints",
+               "metadata": {"name": "kubernetes", "namespace": "default",
+                            "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+               "subsets": [{"addresses": [{"ip": s.advertise_address.to_string()}],
+                            "ports": [{"name": "https", "port": s.port, "protocol": "TCP"}]}]}),
+    )
+    .await?;
+    Ok(())
+}
