@@ -16,8 +16,9 @@ done
 work=$(mktemp -d /var/tmp/keel-image-bench.XXXXXX)
 registry_pid=
 cleanup() {
-  for m in $(awk -v w="$work" 'index($5, w) == 1 {print $5}' /proc/self/mountinfo | sort -r); do umount -l "$m" || true; done
-  [ -n "$registry_pid" ] && kill "$registry_pid" 2>/dev/null && wait "$registry_pid" 2>/dev/null
+  set +e
+  for m in $(awk -v w="$work" 'index($5, w) == 1 {print $5}' /proc/self/mountinfo | sort -r); do umount -l "$m"; done
+  if [ -n "$registry_pid" ]; then kill "$registry_pid" 2>/dev/null; wait "$registry_pid" 2>/dev/null; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -25,11 +26,11 @@ trap cleanup EXIT
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 cat > "$work/registry.yml" <<YML
 version: 0.1
-log: {level: error}
+log: {level: error, accesslog: {disabled: true}}
 storage: {filesystem: {rootdirectory: $work/registry}}
 http: {addr: 127.0.0.1:$port}
 YML
-docker-registry serve "$work/registry.yml" 2>"$work/registry.log" & registry_pid=$!
+docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 & registry_pid=$!
 for _ in $(seq 200); do (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.05; done
 
 echo "== generating a 5-layer image (10 MiB random + ~10 MiB text per layer, ~1100 files per layer)"

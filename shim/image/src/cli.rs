@@ -22,8 +22,9 @@ pub const DEFAULT_ROOT: &str = "/var/lib/keel/agent/images";
     about = "Pull, list, inspect, remove and import OCI images"
 )]
 struct Cli {
-    /// Image store root directory.
-    #[arg(long, global = true, default_value = DEFAULT_ROOT)]
+    /// Image store root directory (`--image-root` too: under `keel-shim image`, a `--root`
+    /// before the subcommand is keel-shim's own state dir).
+    #[arg(long, global = true, visible_alias = "image-root", default_value = DEFAULT_ROOT)]
     root: PathBuf,
     #[command(subcommand)]
     command: Command,
