@@ -337,6 +337,25 @@ fn hairpin_promisc_and_mtu_are_applied() {
     assert_eq!(d[0]["mtu"], 1400);
     assert_eq!(pod.ip_json(&["link", "show", "eth0"])[0]["mtu"], 1400);
     assert_eq!(w.host.ip_json(&["link", "show", "kbr0"])[0]["mtu"], 1400);
+    // Capability "mac".
+    let pm = Ns::new("opt-m");
+    let mut cm = w.conf(
+        "opt",
+        "10.76.0.0/16",
+        json!({"hairpinMode": true, "mtu": 1400}),
+    );
+    cm["runtimeConfig"] = json!({"mac": "0a:58:0a:4c:00:99"});
+    let rm = w
+        .run("keel-bridge", "ADD", "optm", &pm.path(), &cm)
+        .expect_ok("ADD with a MAC");
+    assert_eq!(rm.json["interfaces"][2]["mac"], "0a:58:0a:4c:00:99");
+    assert_eq!(
+        pm.ip_json(&["link", "show", "eth0"])[0]["address"],
+        "0a:58:0a:4c:00:99"
+    );
+    cm["runtimeConfig"] = json!({"mac": "01:00:00:00:00:01"});
+    w.run("keel-bridge", "ADD", "optn", &pm.path(), &cm)
+        .expect_code(7, "multicast MAC");
     let p2 = Ns::new("opt-q");
     let promisc = w.conf(
         "opt2",

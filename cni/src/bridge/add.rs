@@ -43,6 +43,7 @@ impl Undo {
 
 pub fn add(req: &Request, c: &BridgeConf) -> Result<CniResult, CniError> {
     let env = &req.env;
+    requested_mac(req)?; // validate input before touching anything
     let ns = NetNs::open(&env.netns)
         .map_err(|e| CniError::new(INVALID_ENV, format!("CNI_NETNS: {e}")))?;
     let mut pod = ns
@@ -93,7 +94,8 @@ fn build(
     // The veth pair, peer born in the pod namespace under its final name.
     let host_name = host_veth_name(&env.container_id, &env.ifname);
     let host_mac = mac_for(&[&env.container_id, &env.ifname, "host"]);
-    let pod_mac = mac_for(&[&env.container_id, &env.ifname, "pod"]);
+    let pod_mac =
+        requested_mac(req)?.unwrap_or_else(|| mac_for(&[&env.container_id, &env.ifname, "pod"]));
     let spec = VethSpec {
         host_name: &host_name,
         host_mac,
@@ -357,4 +359,35 @@ fn enable_forwarding(v4: bool) -> Result<(), CniError> {
     }
     std::fs::write(path, "1")
         .map_err(|e| CniError::new(KERNEL_FAILURE, format!("write 1 to {path}: {e}")))
+}
+
+/// The pod MAC asked for by the runtime: capability `mac` (`runtimeConfig.mac`) or
+/// `CNI_ARGS` `MAC=` (CONVENTIONS.md).
+fn requested_mac(req: &Request) -> Result<Option<[u8; 6]>, CniError> {
+    let from_rc = req
+        .conf
+        .runtime_config
+        .as_ref()
+        .and_then(|r| r.get("mac"))
+        .and_then(|m| m.as_str());
+    let Some(text) = from_rc.or_else(|| req.env.arg("MAC")) else {
+        return Ok(None);
+    };
+    let bad = || {
+        CniError::new(
+            crate::spec::error::INVALID_NETWORK_CONFIG,
+            format!("invalid MAC address {text:?}"),
+        )
+        .with_details("write it as six hex pairs, e.g. 0a:58:0a:f4:00:05")
+    };
+    let parts: Vec<u8> = text
+        .split(':')
+        .map(|p| u8::from_str_radix(p, 16))
+        .collect::<Result<_, _>>()
+        .map_err(|_| bad())?;
+    let mac: [u8; 6] = parts.try_into().map_err(|_| bad())?;
+    if mac[0] & 1 == 1 {
+        return Err(bad().with_details("a multicast address cannot be an interface MAC"));
+    }
+    Ok(Some(mac))
 }

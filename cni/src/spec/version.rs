@@ -22,6 +22,17 @@ pub fn is_supported(v: &str) -> bool {
     SUPPORTED_VERSIONS.contains(&v)
 }
 
+/// Version negotiation (SPEC.md section 3): the highest version both the configuration
+/// (`cniVersion` plus 1.1's `cniVersions`) and the plugin (its VERSION reply) support.
+pub fn negotiate(config: &[&str], plugin: &[&str]) -> Option<String> {
+    config
+        .iter()
+        .filter(|v| plugin.contains(v))
+        .filter_map(|v| parse(v).map(|p| (p, *v)))
+        .max()
+        .map(|(_, v)| v.to_string())
+}
+
 /// The body of a VERSION reply.
 pub fn version_reply(input_version: &str) -> serde_json::Value {
     let v = if input_version.is_empty() {
@@ -44,5 +55,14 @@ mod tests {
         assert!(!at_least("x", "0.4.0"));
         assert_eq!(parse("1.2"), None);
         assert!(is_supported("0.3.1") && !is_supported("0.2.0") && !is_supported("2.0.0"));
+        assert_eq!(
+            negotiate(&["1.0.0", "1.1.0"], SUPPORTED_VERSIONS).as_deref(),
+            Some("1.1.0")
+        );
+        assert_eq!(
+            negotiate(&["1.1.0", "0.4.0"], &["0.4.0", "1.0.0"]).as_deref(),
+            Some("0.4.0")
+        );
+        assert_eq!(negotiate(&["2.0.0"], SUPPORTED_VERSIONS), None);
     }
 }
