@@ -120,6 +120,7 @@ pub fn dispatch(plugin: &dyn Plugin, env: Result<Env, CniError>, stdin: Vec<u8>)
 
 /// The `main` of every plugin binary.
 pub fn run(plugin: &dyn Plugin) -> ExitCode {
+    crate::trace::mark("main");
     let env = Env::from_process();
     // Without CNI_COMMAND nobody is driving us (a person at a terminal): say what we are
     // and do not wait on stdin.
@@ -138,6 +139,7 @@ pub fn run(plugin: &dyn Plugin) -> ExitCode {
         return ExitCode::FAILURE;
     }
     let out = dispatch(plugin, env, stdin);
+    crate::trace::mark("done");
     let mut so = std::io::stdout().lock();
     // A closed stdout leaves nothing to report to; the exit code still tells.
     let _ = so.write_all(out.stdout.as_bytes());
