@@ -181,10 +181,67 @@ pub async fn serve(dir: &Path, listen: Option<String>) -> Result<()> {
             }
         }
     });
-    apiserver::server::run(listener, tls, shutdown_signal(), api).await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let port = listener.local_addr()?.port();
+    let controllers = tokio::spawn(run_controllers(
+        dir.to_path_buf(),
+        port,
+        cfg.clone(),
+        stop_rx.clone(),
+    ));
+    let mut server_stop = stop_rx.clone();
+    let server = apiserver::server::run(
+        listener,
+        tls,
+        async move {
+            let _ = server_stop.wait_for(|s| *s).await;
+        },
+        api,
+    );
+    tokio::join!(server, async {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let _ = controllers.await;
     drop(lock);
     tracing::info!("keel-control stopped");
     Ok(())
+}
+
+/// Runs the scheduler and controllers against this server's own API, as the admin identity.
+async fn run_controllers(
+    dir: PathBuf,
+    port: u16,
+    cfg: ClusterConfig,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let client = async {
+        let kubeconfig = dir.join("admin.kubeconfig");
+        let mut kc = kube::config::Kubeconfig::read_from(&kubeconfig)?;
+        for c in &mut kc.clusters {
+            if let Some(cluster) = c.cluster.as_mut() {
+                cluster.server = Some(format!("https://127.0.0.1:{port}"));
+            }
+        }
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+        anyhow::Ok(kube::Client::try_from(config)?)
+    }
+    .await;
+    let client = match client {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "controllers cannot reach the API server; scheduling and controllers are off");
+            return;
+        }
+    };
+    let config = keel_controllers::Config {
+        cluster_cidr: cfg.cluster_cidr.to_string(),
+        node_cidr_mask: 24,
+    };
+    keel_controllers::run(client, config, async move {
+        let _ = stop.wait_for(|s| *s).await;
+    })
+    .await;
 }
 
 async fn shutdown_signal() {
