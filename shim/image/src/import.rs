@@ -45,6 +45,9 @@ struct Ctx<'a> {
     store: &'a Store,
     archive: &'a Path,
     dir: PathBuf,
+    /// Layer files already moved into the store, by real path (`docker save` links duplicate
+    /// layers to one file with symlinks).
+    done: std::cell::RefCell<std::collections::HashMap<PathBuf, String>>,
 }
 
 impl Ctx<'_> {
@@ -71,7 +74,13 @@ impl Ctx<'_> {
         {
             return Err(self.invalid(format!("path {rel:?} leaves the archive")));
         }
-        Ok(self.dir.join(p))
+        let joined = self.dir.join(p);
+        // Symlinks inside the archive are followed, but only to files inside it.
+        match (joined.canonicalize(), self.dir.canonicalize()) {
+            (Ok(real), Ok(dir)) if real.starts_with(&dir) => Ok(real),
+            (Ok(_), _) => Err(self.invalid(format!("path {rel:?} links outside the archive"))),
+            _ => Ok(joined),
+        }
     }
 
     fn read(&self, rel: &str) -> Result<Vec<u8>> {
@@ -97,6 +106,9 @@ impl Ctx<'_> {
 
     /// Moves a layer file into the store (verifying `digest` if given) and unpacks it.
     fn layer(&self, file: &Path, digest: Option<&str>, diff_id: Option<&str>) -> Result<String> {
+        if let Some(d) = self.done.borrow().get(file) {
+            return Ok(d.clone());
+        }
         let actual = hash_file(file)
             .map_err(|e| self.invalid(format!("read layer {}: {e}", file.display())))?;
         if let Some(want) = digest
@@ -110,11 +122,17 @@ impl Ctx<'_> {
             .map_err(|e| self.store_err(e))?
             .is_some()
         {
+            self.done
+                .borrow_mut()
+                .insert(file.to_path_buf(), actual.clone());
             return Ok(actual);
         }
         let have_blob = self.store.has_blob(&actual);
         crate::pull::unpack_and_commit(self.store, file, &actual, diff_id, !have_blob)
             .map_err(|a| self.invalid(a.message))?;
+        self.done
+            .borrow_mut()
+            .insert(file.to_path_buf(), actual.clone());
         Ok(actual)
     }
 
@@ -189,6 +207,7 @@ pub fn import_archive(store: &Store, archive: &Path, name: Option<&str>) -> Resu
             store,
             archive,
             dir: dir.clone(),
+            done: Default::default(),
         };
         if dir.join("oci-layout").is_file() {
             import_oci(&ctx, name)
@@ -313,16 +332,21 @@ fn import_oci(ctx: &Ctx<'_>, name: Option<&str>) -> Result<Vec<String>> {
 fn import_docker(ctx: &Ctx<'_>, name: Option<&str>) -> Result<Vec<String>> {
     let entries: Vec<DockerEntry> = serde_json::from_slice(&ctx.read("manifest.json")?)
         .map_err(|e| ctx.invalid(format!("manifest.json: {e}")))?;
+    // Resolve every layer path before moving any file: duplicate layers are symlinks to one
+    // file, which dangle once that file is in the store.
+    let resolved: Vec<Vec<PathBuf>> = entries
+        .iter()
+        .map(|e| e.layers.iter().map(|rel| ctx.inner(rel)).collect())
+        .collect::<Result<_>>()?;
     let mut names = Vec::new();
-    for entry in entries {
+    for (entry, paths) in entries.into_iter().zip(resolved) {
         let config = ctx.read(&entry.config)?;
         let diffs = diff_ids(&config);
         let mut layers = Vec::new();
         let mut descriptors = Vec::new();
-        for (i, rel) in entry.layers.iter().enumerate() {
-            let path = ctx.inner(rel)?;
+        for (i, path) in paths.iter().enumerate() {
             let diff = (diffs.len() == entry.layers.len()).then(|| diffs[i].as_str());
-            let digest = ctx.layer(&path, None, diff)?;
+            let digest = ctx.layer(path, None, diff)?;
             let size = ctx
                 .store
                 .blob_path(&digest)
@@ -417,6 +441,61 @@ mod tests {
                 .next()
                 .is_none()
         );
+    }
+
+    fn symlink(b: &mut tar::Builder<Vec<u8>>, path: &str, target: &str) {
+        let mut h = tar::Header::new_gnu();
+        h.set_path(path).expect("path");
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_link_name(target).expect("link");
+        h.set_size(0);
+        h.set_cksum();
+        b.append(&h, &[][..]).expect("symlink");
+    }
+
+    fn dup_archive(dir: &Path, evil: bool) -> PathBuf {
+        let mut layer = tar::Builder::new(Vec::new());
+        append(&mut layer, "a.txt", b"a");
+        let layer = layer.into_inner().expect("layer");
+        let mut outer = tar::Builder::new(Vec::new());
+        let config =
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+        append(&mut outer, "cfg.json", config);
+        append(&mut outer, "one/layer.tar", &layer);
+        symlink(&mut outer, "two/layer.tar", "../one/layer.tar");
+        let third = if evil {
+            symlink(&mut outer, "evil.tar", "/etc/hostname");
+            "evil.tar"
+        } else {
+            "two/layer.tar"
+        };
+        let manifest = format!(
+            r#"[{{"Config":"cfg.json","RepoTags":["dup:1"],"Layers":["one/layer.tar","two/layer.tar","{third}"]}}]"#
+        );
+        append(&mut outer, "manifest.json", manifest.as_bytes());
+        let archive = dir.join(if evil { "evil.tar" } else { "dup.tar" });
+        std::fs::write(&archive, outer.into_inner().expect("outer")).expect("write");
+        archive
+    }
+
+    #[test]
+    fn symlinked_duplicate_layers_and_escaping_links() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("store")).expect("store");
+        let evil = dup_archive(dir.path(), true);
+        let err = import_archive(&store, &evil, None).expect_err("escaping link followed");
+        assert!(err.to_string().contains("links outside"), "{err}");
+        assert!(store.images().expect("images").is_empty());
+        let dup = dup_archive(dir.path(), false);
+        import_archive(&store, &dup, None).expect("import");
+        let image = store
+            .image("docker.io/library/dup:1")
+            .expect("get")
+            .expect("imported");
+        assert_eq!(image.layers.len(), 3);
+        assert!(image.layers.iter().all(|l| *l == image.layers[0]));
+        let blob = store.blob_path(&image.layers[0]).expect("path");
+        assert!(std::fs::symlink_metadata(blob).expect("blob").is_file());
     }
 
     #[test]
