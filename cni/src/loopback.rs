@@ -3,10 +3,12 @@
 //! namespace is already gone; CHECK errors when `lo` is not up.
 
 use crate::netlink::{self, link::IFF_UP};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
 use crate::netns::NetNs;
 use crate::skel::{Plugin, Request};
 use crate::spec::error::{CHECK_FAILED, INVALID_ENV, KERNEL_FAILURE};
-use crate::spec::{CniError, CniResult, Interface, IpConfig};
+use crate::spec::{CniError, CniResult, Interface, IpConfig, IpNet};
 
 fn open(req: &Request) -> Result<netlink::Socket, CniError> {
     let ns = NetNs::open(&req.env.netns)
@@ -45,15 +47,18 @@ impl Plugin for Loopback {
             sandbox: Some(req.env.netns.clone()),
             ..Interface::default()
         };
-        let ip = |s: &str| IpConfig {
-            address: s.parse().unwrap_or_else(|_| unreachable!()),
+        let ip = |addr: IpAddr, prefix| IpConfig {
+            address: IpNet { addr, prefix },
             gateway: None,
             interface: Some(0),
         };
         Ok(CniResult {
             cni_version: req.conf.cni_version.clone(),
             interfaces: vec![iface],
-            ips: vec![ip("127.0.0.1/8"), ip("::1/128")],
+            ips: vec![
+                ip(Ipv4Addr::LOCALHOST.into(), 8),
+                ip(Ipv6Addr::LOCALHOST.into(), 128),
+            ],
             ..CniResult::default()
         })
     }

@@ -504,3 +504,33 @@ fn fifty_concurrent_adds_get_distinct_addresses() {
     assert!(w.reserved("many").is_empty());
     assert_eq!(w.host.links(), ["lo", "kbr0"]);
 }
+
+#[test]
+fn failed_add_removes_the_bridge_it_created() {
+    let w = World::new("rb");
+    let pod = Ns::new("rb-p");
+    // The gateway of this route is not on-link: adding it in the pod fails after the bridge,
+    // the veth and the addresses exist.
+    let c = w.conf(
+        "rb",
+        "10.81.0.0/16",
+        json!({"ipam": {"routes": [{"dst": "192.168.5.0/24", "gw": "10.200.0.1"}]}}),
+    );
+    let r = w.run("keel-bridge", "ADD", "rb1", &pod.path(), &c);
+    let r = r.expect_code(102, "ADD with an unreachable route gateway");
+    assert!(
+        r.json["msg"]
+            .as_str()
+            .unwrap_or("")
+            .contains("192.168.5.0/24"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        w.host.links(),
+        ["lo"],
+        "failed ADD left the bridge or a veth"
+    );
+    assert_eq!(pod.links(), ["lo"]);
+    assert!(w.reserved("rb").is_empty());
+}

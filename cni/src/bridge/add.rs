@@ -32,7 +32,12 @@ impl Undo {
         if let Some(i) = self.veth {
             let _ = host.del_link(i);
         }
-        if let Some(i) = self.bridge {
+        // A bridge this ADD created goes too, unless a concurrent ADD already put a port on it.
+        if let Some(i) = self.bridge
+            && host
+                .links()
+                .is_ok_and(|ls| !ls.iter().any(|l| l.master == Some(i)))
+        {
             let _ = host.del_link(i);
         }
         if self.ipam {

@@ -123,6 +123,18 @@ impl Socket {
         }
     }
 
+    /// Every link in the namespace.
+    pub fn links(&mut self) -> Result<Vec<Link>> {
+        let msg = Msg::new(RTM_GETLINK, super::NLM_F_REQUEST | super::NLM_F_DUMP)
+            .raw(&ifinfomsg(0, 0, 0, 0))
+            .u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
+        Ok(self
+            .dump(msg, "list links")?
+            .iter()
+            .filter_map(|m| parse_link(m))
+            .collect())
+    }
+
     /// The link with index `index`, `None` when there is none.
     pub fn link_by_index(&mut self, index: u32) -> Result<Option<Link>> {
         let msg = Msg::new(RTM_GETLINK, change_flags(0))
