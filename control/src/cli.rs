@@ -83,6 +83,7 @@ pub async fn init(opts: &InitOptions) -> Result<String> {
         cluster_cidr: opts.cluster_cidr,
         service_cidr: opts.service_cidr,
         compact_keep: 10_000,
+        compact_interval_seconds: 300,
         default_toleration_seconds: 300,
     };
     let service_ip = apiserver::subresources::first_service_ip(cfg.service_cidr);
@@ -171,9 +172,9 @@ pub async fn serve(dir: &Path, listen: Option<String>) -> Result<()> {
     tracing::info!(listen = %listener.local_addr()?, data_dir = %dir.display(), "keel-control API server listening");
     let store_dyn: Arc<dyn Backend> = Arc::new(store.clone());
     let api = ApiServer::new(store_dyn.clone(), s);
-    let keep = cfg.compact_keep;
+    let (keep, every) = (cfg.compact_keep, cfg.compact_interval_seconds.max(1));
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(300));
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(every));
         loop {
             tick.tick().await;
             if let Err(e) = store_dyn.compact(keep).await {

@@ -16,12 +16,19 @@ pub struct ClusterConfig {
     /// History kept by compaction (revisions).
     #[serde(default = "default_keep")]
     pub compact_keep: i64,
+    /// Seconds between compactions.
+    #[serde(default = "default_compact_interval")]
+    pub compact_interval_seconds: u64,
     #[serde(default = "default_toleration")]
     pub default_toleration_seconds: i64,
 }
 
 fn default_keep() -> i64 {
     10_000
+}
+
+fn default_compact_interval() -> u64 {
+    300
 }
 
 fn default_toleration() -> i64 {

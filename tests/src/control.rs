@@ -35,6 +35,11 @@ fn kubeconfig_field(kc: &str, key: &str) -> Vec<u8> {
 impl ControlPlane {
     /// `keel-control init` + `serve`, waiting until `/readyz` answers.
     pub fn start() -> ControlPlane {
+        Self::start_with_config(|_| {})
+    }
+
+    /// Like `start`, letting the test change the saved `config.json` between init and serve.
+    pub fn start_with_config(edit: impl FnOnce(&mut Value)) -> ControlPlane {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let data = dir.path().join("control");
@@ -60,6 +65,12 @@ impl ControlPlane {
             .find(|l| l.starts_with("keel-agent join"))
             .expect("init prints the join command")
             .to_string();
+        let cfg_path = data.join("config.json");
+        let mut cfg: Value =
+            serde_json::from_slice(&std::fs::read(&cfg_path).expect("config.json"))
+                .expect("config json");
+        edit(&mut cfg);
+        std::fs::write(&cfg_path, cfg.to_string()).expect("write config.json");
         let log = std::fs::File::create(dir.path().join("control.log")).expect("log file");
         let child = Command::new(workspace_bin("keel-control"))
             .args(["serve", "--data-dir"])
