@@ -283,7 +283,7 @@ fn get_watch_prints_changes_as_table_rows() {
             }
         });
         let mut seen = String::new();
-        let mut drain = |seen: &mut String| {
+        let drain = |seen: &mut String| {
             while let Ok(s) = rx.recv_timeout(Duration::from_millis(50)) {
                 seen.push_str(&s);
             }
