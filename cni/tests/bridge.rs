@@ -534,3 +534,55 @@ fn failed_add_removes_the_bridge_it_created() {
     assert_eq!(pod.links(), ["lo"]);
     assert!(w.reserved("rb").is_empty());
 }
+
+/// Hairpin traffic: a macvlan on top of the pod's eth0, moved to a second namespace, sends to
+/// the pod itself. Its frames leave through the pod's own bridge port and must come back out
+/// of that same port, which the bridge only does in hairpin mode; without it nothing answers.
+#[test]
+fn hairpin_mode_lets_traffic_return_through_the_same_port() {
+    let w = World::new("hp");
+    let mut answered = Vec::new();
+    for (i, hairpin) in [true, false].into_iter().enumerate() {
+        let pod = Ns::new(&format!("hp-a{i}"));
+        let side = Ns::new(&format!("hp-c{i}"));
+        let c = w.conf(
+            &format!("hp{i}"),
+            "10.82.0.0/16",
+            json!({"bridge": format!("khp{i}"), "hairpinMode": hairpin}),
+        );
+        let r = w
+            .run("keel-bridge", "ADD", &format!("hp{i}"), &pod.path(), &c)
+            .expect_ok("ADD");
+        must(&[
+            "ip", "-n", &pod.name, "link", "add", "mv0", "link", "eth0", "type", "macvlan", "mode",
+            "bridge",
+        ]);
+        must(&[
+            "ip", "-n", &pod.name, "link", "set", "mv0", "netns", &side.name,
+        ]);
+        must(&[
+            "ip",
+            "-n",
+            &side.name,
+            "addr",
+            "add",
+            "10.82.0.200/16",
+            "dev",
+            "mv0",
+        ]);
+        must(&["ip", "-n", &side.name, "link", "set", "mv0", "up"]);
+        let ok = if hairpin {
+            side.can_ping(&r.ip(0), Duration::from_secs(5))
+        } else {
+            side.exec(&["ping", "-c", "2", "-W", "1", &r.ip(0)])
+                .status
+                .success()
+        };
+        answered.push(ok);
+    }
+    assert_eq!(
+        answered,
+        [true, false],
+        "[with hairpin, without hairpin] reachability"
+    );
+}
