@@ -79,3 +79,25 @@ pub fn exec(
     })?;
     CniResult::from_value(v).map(Some)
 }
+
+/// Whether plugin `name` lists `version` in its VERSION reply (used before forwarding the
+/// 1.1-only STATUS and GC, which plugins of older spec versions reject as unknown commands).
+pub fn supports(name: &str, env: &Env, version: &str) -> Result<bool, CniError> {
+    let bin = find(name, env)?;
+    let out = Process::new(&bin)
+        .env("CNI_COMMAND", "VERSION")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| {
+            CniError::new(
+                DELEGATE_FAILURE,
+                format!("run {} VERSION: {e}", bin.display()),
+            )
+        })?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    Ok(v["supportedVersions"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|s| s.as_str() == Some(version))))
+}

@@ -63,6 +63,14 @@ fn our_bridge_with_reference_host_local() {
     )
     .expect_ok("DEL b");
     assert!(w.reserved("io1").is_empty());
+    // STATUS and GC (1.1) are not forwarded to the reference host-local, which is spec 1.0.
+    let mut c11 = c.clone();
+    c11["cniVersion"] = json!("1.1.0");
+    c11["cni.dev/valid-attachments"] = json!([]);
+    w.run("keel-bridge", "STATUS", "", "", &c11)
+        .expect_ok("STATUS with a 1.0 IPAM");
+    w.run("keel-bridge", "GC", "", "", &c11)
+        .expect_ok("GC with a 1.0 IPAM");
 }
 
 #[test]

@@ -42,6 +42,8 @@ fn run(req: &Request, cmd: Command) -> Result<(), CniError> {
             Command::Gc => hostlocal::gc(&req.conf),
             _ => Ok(()),
         },
+        // GC is 1.1: a delegate of an older spec would reject it as an unknown command.
+        Some(t) if cmd == Command::Gc && !delegate::supports(t, &req.env, "1.1.0")? => Ok(()),
         Some(t) => delegate::exec(t, cmd, &req.env, &req.stdin).map(drop),
     }
 }
@@ -63,6 +65,7 @@ pub fn gc(req: &Request) -> Result<(), CniError> {
 pub fn status(req: &Request) -> Result<(), CniError> {
     match ipam_type(req) {
         None | Some("") | Some(IN_PROCESS) => Ok(()),
+        Some(t) if !delegate::supports(t, &req.env, "1.1.0")? => Ok(()),
         Some(t) => delegate::exec(t, Command::Status, &req.env, &req.stdin).map(drop),
     }
 }
