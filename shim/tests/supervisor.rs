@@ -1,0 +1,188 @@
+//! Root tests of the supervisor: CRI logs, the socket protocol, and surviving the caller.
+
+mod common;
+
+use common::Env;
+use keel_shim::proto::{self, ExecRequest, Op, Reply, Request};
+use std::time::{Duration, Instant};
+
+#[test]
+fn cri_log_captures_stdout_and_stderr() {
+    let env = Env::new("crilog");
+    let log = env.tmp.path().join("c.log");
+    let b = env.bundle(
+        "b",
+        &env.config(&[
+            "/bin/sh",
+            "-c",
+            "echo line one; echo to stderr >&2; printf no-newline; exit 3",
+        ]),
+    );
+    let (code, _, err) = env.run(&b, "c", &["--cri-log", log.to_str().expect("utf8")]);
+    assert_eq!(code, 3, "{err}");
+    let recs = common::cri_records(&log);
+    let flat: Vec<(&str, &str, &str)> = recs
+        .iter()
+        .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
+        .collect();
+    assert!(flat.contains(&("stdout", "F", "line one")), "{flat:?}");
+    assert!(flat.contains(&("stderr", "F", "to stderr")), "{flat:?}");
+    assert!(flat.contains(&("stdout", "P", "no-newline")), "{flat:?}");
+    assert_eq!(flat.len(), 3, "{flat:?}");
+}
+
+#[test]
+fn socket_protocol_state_exec_stats_kill_wait() {
+    let env = Env::new("proto");
+    let log = env.tmp.path().join("p.log");
+    let b = env.bundle(
+        "b",
+        &env.config(&[
+            "/bin/sh",
+            "-c",
+            "trap 'exit 42' TERM; echo ready; while :; do sleep 1; done",
+        ]),
+    );
+    let o = env.shim(&[
+        "run",
+        "-d",
+        "--cri-log",
+        log.to_str().expect("utf8"),
+        "--bundle",
+        b.to_str().expect("utf8"),
+        "p",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let sock = env.dir("p").join(proto::SOCKET_NAME);
+    let t = Some(Duration::from_secs(10));
+    let r = proto::call(&sock, &Request::new(Op::State), t).expect("state");
+    match r.result {
+        Reply::State { state } => assert_eq!(state.status, proto::Status::Running),
+        other => panic!("{other:?}"),
+    }
+    let r = proto::call(
+        &sock,
+        &Request::new(Op::Exec(ExecRequest {
+            args: vec![
+                "sh".into(),
+                "-c".into(),
+                "echo out $$; echo err >&2; hostname; exit 4".into(),
+            ],
+            ..Default::default()
+        })),
+        t,
+    )
+    .expect("exec");
+    match r.result {
+        Reply::ExecResult {
+            exit_code,
+            stdout,
+            stderr,
+            ..
+        } => {
+            assert_eq!(exit_code, 4);
+            assert!(
+                stdout.contains("keeltest"),
+                "exec joins the uts namespace: {stdout}"
+            );
+            assert!(!stdout.contains("out 1\n"), "exec is not pid 1: {stdout}");
+            assert_eq!(stderr, "err\n");
+        }
+        other => panic!("{other:?}"),
+    }
+    let r = proto::call(&sock, &Request::new(Op::Stats), t).expect("stats");
+    match r.result {
+        Reply::Stats { stats } => {
+            assert!(stats.pids_current >= 1, "{stats:?}");
+            assert!(stats.memory_usage_bytes > 0, "{stats:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let bad = proto::call(
+        &sock,
+        &Request {
+            version: 99,
+            op: Op::State,
+        },
+        t,
+    )
+    .expect("v99");
+    assert!(matches!(bad.result, Reply::Error { .. }));
+    // CLI exec too.
+    let o = env.shim(&["exec", "p", "/bin/sh", "-c", "exit 5"]);
+    assert_eq!(o.status.code(), Some(5));
+    let waiter = {
+        let sock = sock.clone();
+        std::thread::spawn(move || proto::call(&sock, &Request::new(Op::Wait), None))
+    };
+    // Let the waiter register before the exit (the exit file covers the other order too).
+    std::thread::sleep(Duration::from_millis(50));
+    let r = proto::call(
+        &sock,
+        &Request::new(Op::Kill {
+            signal: 15,
+            all: false,
+        }),
+        t,
+    )
+    .expect("kill");
+    assert_eq!(r.result, Reply::Ok);
+    let exit = match waiter.join().expect("join").map(|r| r.result) {
+        Ok(Reply::Exited { exit }) => exit,
+        Ok(other) => panic!("{other:?}"),
+        Err(_) => proto::read_exit_file(&env.dir("p")).expect("exit file"),
+    };
+    assert_eq!(exit.code, 42);
+    assert!(!exit.oom_killed);
+    let recs = common::cri_records(&log);
+    assert!(recs.iter().any(|r| r.2 == "ready"), "{recs:?}");
+    assert!(env.shim(&["delete", "p"]).status.success());
+}
+
+#[test]
+fn supervisor_survives_caller_sigkill_and_records_exit() {
+    let env = Env::new("survive");
+    let log = env.tmp.path().join("s.log");
+    let marker = env.tmp.path().join("go");
+    let mut cfg = env.config(&[
+        "/bin/sh",
+        "-c",
+        "echo started; while [ ! -e /host/go ]; do sleep 0.05; done; echo done; exit 9",
+    ]);
+    cfg["mounts"].as_array_mut().expect("mounts").push(serde_json::json!({
+        "destination": "/host", "type": "bind", "source": env.tmp.path(), "options": ["rbind", "ro"]
+    }));
+    let b = env.bundle("b", &cfg);
+    let mut caller = std::process::Command::new(common::bin())
+        .arg("--root")
+        .arg(&env.root)
+        .args([
+            "run",
+            "--cri-log",
+            log.to_str().expect("utf8"),
+            "--bundle",
+            b.to_str().expect("utf8"),
+            "s",
+        ])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn run");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !common::cri_records(&log).iter().any(|r| r.2 == "started") {
+        assert!(Instant::now() < deadline, "container never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    caller.kill().expect("SIGKILL the caller");
+    let _ = caller.wait();
+    assert_eq!(
+        env.state("s")["status"],
+        "running",
+        "the container outlives its caller"
+    );
+    std::fs::write(&marker, "").expect("marker");
+    env.wait_status("s", "stopped", 10);
+    let exit = proto::read_exit_file(&env.dir("s")).expect("exit recorded");
+    assert_eq!(exit.code, 9);
+    assert!(common::cri_records(&log).iter().any(|r| r.2 == "done"));
+    assert!(env.shim(&["delete", "s"]).status.success());
+}
