@@ -141,7 +141,7 @@ mod tests {
             .commit_layer(
                 &tmp,
                 &LayerRecord {
-                    digest: layer.clone(),
+                    blob_digest: layer.clone(),
                     diff_id: layer.clone(),
                     disk_usage: size,
                 },
@@ -157,6 +157,7 @@ mod tests {
                 index_digest: None,
                 config_digest: m,
                 layers: vec![layer.clone()],
+                diff_ids: vec![layer.clone()],
                 size,
                 created_at: 0,
                 last_used,

@@ -104,8 +104,9 @@ impl Ctx<'_> {
         Ok(bytes)
     }
 
-    /// Moves a layer file into the store (verifying `digest` if given) and unpacks it.
-    fn layer(&self, file: &Path, digest: Option<&str>, diff_id: Option<&str>) -> Result<String> {
+    /// Moves a layer file into the store (verifying `digest` if given) and unpacks it as layer
+    /// `diff_id`, unless that layer is already there. Returns the file's digest.
+    fn layer(&self, file: &Path, digest: Option<&str>, diff_id: &str) -> Result<String> {
         if let Some(d) = self.done.borrow().get(file) {
             return Ok(d.clone());
         }
@@ -118,7 +119,7 @@ impl Ctx<'_> {
         }
         if self
             .store
-            .layer(&actual)
+            .layer(diff_id)
             .map_err(|e| self.store_err(e))?
             .is_some()
         {
@@ -142,6 +143,7 @@ impl Ctx<'_> {
         manifest: &[u8],
         config_bytes: &[u8],
         layers: Vec<String>,
+        diff_ids: Vec<String>,
     ) -> Result<String> {
         let name = ImageRef::parse(name)
             .map_err(|e| self.invalid(e.to_string()))?
@@ -169,6 +171,7 @@ impl Ctx<'_> {
                 index_digest: None,
                 config_digest,
                 layers,
+                diff_ids,
                 size,
                 created_at: now,
                 last_used: now,
@@ -192,10 +195,20 @@ fn hash_file(path: &Path) -> std::io::Result<String> {
     Ok(format!("sha256:{}", hex::encode(hash.finalize())))
 }
 
-fn diff_ids(config: &[u8]) -> Vec<String> {
-    serde_json::from_slice::<ImageConfiguration>(config)
-        .map(|c| c.rootfs().diff_ids().clone())
-        .unwrap_or_default()
+impl Ctx<'_> {
+    /// The config's diff_ids, which must match the layers one to one.
+    fn diff_ids(&self, config: &[u8], layers: usize) -> Result<Vec<String>> {
+        let config: ImageConfiguration = serde_json::from_slice(config)
+            .map_err(|e| self.invalid(format!("parse image config: {e}")))?;
+        let diffs = config.rootfs().diff_ids().clone();
+        if diffs.len() != layers {
+            return Err(self.invalid(format!(
+                "image config lists {} diff_ids for {layers} layers",
+                diffs.len()
+            )));
+        }
+        Ok(diffs)
+    }
 }
 
 /// Imports one archive; `name` names images whose archive carries only a tag or nothing.
@@ -317,14 +330,13 @@ fn import_oci(ctx: &Ctx<'_>, name: Option<&str>) -> Result<Vec<String>> {
         let manifest: ImageManifest = serde_json::from_slice(&bytes)
             .map_err(|e| ctx.invalid(format!("manifest {digest}: {e}")))?;
         let config = ctx.oci_small_blob(manifest.config().digest().as_ref())?;
-        let diffs = diff_ids(&config);
+        let diffs = ctx.diff_ids(&config, manifest.layers().len())?;
         let mut layers = Vec::new();
         for (i, l) in manifest.layers().iter().enumerate() {
             let want = l.digest().to_string();
-            let diff = (diffs.len() == manifest.layers().len()).then(|| diffs[i].as_str());
-            layers.push(ctx.layer(&ctx.oci_blob_path(&want)?, Some(&want), diff)?);
+            layers.push(ctx.layer(&ctx.oci_blob_path(&want)?, Some(&want), &diffs[i])?);
         }
-        names.push(ctx.finish(&image_name, &bytes, &config, layers)?);
+        names.push(ctx.finish(&image_name, &bytes, &config, layers, diffs)?);
     }
     Ok(names)
 }
@@ -341,12 +353,11 @@ fn import_docker(ctx: &Ctx<'_>, name: Option<&str>) -> Result<Vec<String>> {
     let mut names = Vec::new();
     for (entry, paths) in entries.into_iter().zip(resolved) {
         let config = ctx.read(&entry.config)?;
-        let diffs = diff_ids(&config);
+        let diffs = ctx.diff_ids(&config, paths.len())?;
         let mut layers = Vec::new();
         let mut descriptors = Vec::new();
         for (i, path) in paths.iter().enumerate() {
-            let diff = (diffs.len() == entry.layers.len()).then(|| diffs[i].as_str());
-            let digest = ctx.layer(path, None, diff)?;
+            let digest = ctx.layer(path, None, &diffs[i])?;
             let size = ctx
                 .store
                 .blob_path(&digest)
@@ -383,7 +394,7 @@ fn import_docker(ctx: &Ctx<'_>, name: Option<&str>) -> Result<Vec<String>> {
             tags
         };
         for tag in tags {
-            names.push(ctx.finish(&tag, &manifest, &config, layers.clone())?);
+            names.push(ctx.finish(&tag, &manifest, &config, layers.clone(), diffs.clone())?);
         }
     }
     Ok(names)
@@ -429,7 +440,7 @@ mod tests {
             vec!["docker.io/library/hello:1", "example.com/hello:2"]
         );
         let image = store.image(&names[0]).expect("get").expect("record");
-        let layer_dir = store.layer_dir(&image.layers[0]).expect("dir");
+        let layer_dir = store.layer_dir(&image.diff_ids[0]).expect("dir");
         assert_eq!(
             std::fs::read(layer_dir.join("hello.txt")).expect("file"),
             b"hello"
@@ -458,9 +469,11 @@ mod tests {
         append(&mut layer, "a.txt", b"a");
         let layer = layer.into_inner().expect("layer");
         let mut outer = tar::Builder::new(Vec::new());
-        let config =
-            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
-        append(&mut outer, "cfg.json", config);
+        let d = store::sha256_digest(&layer);
+        let config = format!(
+            r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{d}","{d}","{d}"]}}}}"#
+        );
+        append(&mut outer, "cfg.json", config.as_bytes());
         append(&mut outer, "one/layer.tar", &layer);
         symlink(&mut outer, "two/layer.tar", "../one/layer.tar");
         let third = if evil {

@@ -90,7 +90,7 @@ pub fn mount(store: &Store, id: &str, name: &str, target: Option<&Path>) -> Resu
         let lease = Lease {
             container_id: id.to_string(),
             image: image.name.clone(),
-            layers: image.layers.clone(),
+            layers: image.diff_ids.clone(),
             mountpoint: mountpoint.clone(),
         };
         let lease_path = dir.join("lease.json");
@@ -119,7 +119,7 @@ fn mount_overlay(
 ) -> Result<()> {
     std::fs::create_dir_all(mountpoint).map_err(store::io_err("create directory", mountpoint))?;
     let mut lower = Vec::with_capacity(image.layers.len());
-    for layer in image.layers.iter().rev() {
+    for layer in image.diff_ids.iter().rev() {
         lower.push(store.layer_dir(layer)?.display().to_string());
     }
     if lower.is_empty() {

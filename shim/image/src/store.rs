@@ -5,8 +5,10 @@
 //! pull never leaves a half-written blob or layer under its final name):
 //! ```text
 //! <root>/blobs/sha256/<hex>            manifests, configs and layer blobs, verified
-//! <root>/layers/sha256-<hex>/          a layer unpacked once (named by its blob digest)
-//! <root>/layers/sha256-<hex>.json      its diff_id and disk usage
+//! <root>/layers/sha256-<hex>/          a layer unpacked once, named by its diff_id (the sha256
+//!                                      of the uncompressed tar, so gzip, zstd and plain copies
+//!                                      of the same content share it)
+//! <root>/layers/sha256-<hex>.json      its source blob and disk usage
 //! <root>/images/<sha256(name)>.json    name -> manifest, config, layers, last use
 //! <root>/containers/<id>/              lease.json, upper/, work/, rootfs/ (see rootfs.rs)
 //! <root>/tmp/                          partial downloads and unpacks
@@ -67,8 +69,10 @@ pub struct ImageRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index_digest: Option<String>,
     pub config_digest: String,
-    /// Layer blob digests, bottom layer first.
+    /// Layer blob digests as the manifest lists them, bottom layer first.
     pub layers: Vec<String>,
+    /// The layers' diff_ids (keys of the unpacked layer directories), bottom layer first.
+    pub diff_ids: Vec<String>,
     /// Sum of the compressed blob sizes (what a registry would report).
     pub size: u64,
     /// Seconds since the epoch.
@@ -79,9 +83,10 @@ pub struct ImageRecord {
 /// What the store knows about one unpacked layer.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LayerRecord {
-    pub digest: String,
-    /// sha256 of the uncompressed tar (the config's `rootfs.diff_ids` entry).
+    /// sha256 of the uncompressed tar (the config's `rootfs.diff_ids` entry): the layer's key.
     pub diff_id: String,
+    /// The blob it was first unpacked from.
+    pub blob_digest: String,
     /// Bytes the unpacked directory takes on disk.
     pub disk_usage: u64,
 }
@@ -269,7 +274,7 @@ impl Store {
             .join(format!("sha256-{}.json", digest_hex(digest)?)))
     }
 
-    /// The layer's record, if it is unpacked.
+    /// The record of the layer with this diff_id, if it is unpacked.
     pub fn layer(&self, digest: &str) -> Result<Option<LayerRecord>> {
         let path = self.layer_record_path(digest)?;
         if !path.is_file() || !self.layer_dir(digest)?.is_dir() {
@@ -280,14 +285,14 @@ impl Store {
 
     /// Moves an unpacked temporary directory into place (keeps an existing one).
     pub fn commit_layer(&self, tmp_dir: &Path, record: &LayerRecord) -> Result<()> {
-        let dest = self.layer_dir(&record.digest)?;
+        let dest = self.layer_dir(&record.diff_id)?;
         let _lock = self.lock()?;
         if dest.is_dir() {
             remove_path(tmp_dir);
         } else {
             std::fs::rename(tmp_dir, &dest).map_err(io_err("store layer", &dest))?;
         }
-        write_json(&self.layer_record_path(&record.digest)?, record, self)
+        write_json(&self.layer_record_path(&record.diff_id)?, record, self)
     }
 
     fn image_path(&self, name: &str) -> PathBuf {
@@ -306,7 +311,7 @@ impl Store {
                 });
             }
         }
-        for layer in &image.layers {
+        for layer in &image.diff_ids {
             if self.layer(layer)?.is_none() {
                 return Err(StoreError::NoImage {
                     name: format!("{} (layer {layer} was removed meanwhile)", image.name),
@@ -401,8 +406,8 @@ impl Store {
             blobs.insert(image.manifest_digest.clone());
             blobs.insert(image.config_digest.clone());
             blobs.extend(image.index_digest.clone());
-            blobs.extend(image.layers.iter().cloned());
-            layers.extend(image.layers);
+            blobs.extend(image.layers);
+            layers.extend(image.diff_ids);
         }
         for lease in self.leases()? {
             layers.extend(lease.layers);
@@ -521,6 +526,7 @@ mod tests {
             index_digest: None,
             config_digest: config,
             layers: layers.iter().map(|s| s.to_string()).collect(),
+            diff_ids: layers.iter().map(|s| s.to_string()).collect(),
             size: 0,
             created_at: 1,
             last_used: 1,
@@ -537,7 +543,7 @@ mod tests {
             .commit_layer(
                 &tmp,
                 &LayerRecord {
-                    digest: digest.clone(),
+                    blob_digest: digest.clone(),
                     diff_id: digest.clone(),
                     disk_usage: 4096,
                 },

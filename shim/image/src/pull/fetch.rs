@@ -130,9 +130,10 @@ impl Fetch<'_> {
             .pull_blob_stream(self.remote, desc)
             .await
             .map_err(BlobError::Registry)?;
-        let file = tokio::fs::File::create(path)
-            .await
-            .map_err(BlobError::Local)?;
+        // Created synchronously: an abandoned pull's cleanup (TmpGuard) must never race a
+        // create still queued on tokio's blocking pool.
+        let file =
+            tokio::fs::File::from_std(std::fs::File::create(path).map_err(BlobError::Local)?);
         let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file);
         let mut hash = Sha256::new();
         let mut written = 0u64;

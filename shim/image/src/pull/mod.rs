@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::StreamExt;
 use oci_client::Client;
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
@@ -258,6 +258,16 @@ impl Puller {
             .iter()
             .map(|l| (l.digest().to_string(), l.size()))
             .collect();
+        if diff_ids.len() != layers.len() {
+            return Err(Attempt::new(
+                FailureKind::Invalid,
+                format!(
+                    "image config lists {} diff_ids for {} layers in manifest {manifest_digest}",
+                    diff_ids.len(),
+                    layers.len()
+                ),
+            ));
+        }
         let total: u64 = layers.iter().map(|l| l.1).sum();
         self.report(Progress::Resolved {
             image: image.to_string(),
@@ -268,22 +278,23 @@ impl Puller {
 
         // One task per distinct layer (an image may repeat a layer), bounded concurrency.
         let mut seen = BTreeSet::new();
-        let jobs: Vec<(String, u64, Option<String>)> = layers
+        let jobs: Vec<(String, u64, String)> = layers
             .iter()
-            .enumerate()
-            .filter(|(_, (d, _))| seen.insert(d.clone()))
-            .map(|(i, (d, s))| {
-                let diff = (diff_ids.len() == layers.len()).then(|| diff_ids[i].clone());
-                (d.clone(), *s, diff)
-            })
+            .zip(&diff_ids)
+            .filter(|(_, diff)| seen.insert(diff.to_string()))
+            .map(|((d, s), diff)| (d.clone(), *s, diff.clone()))
             .collect();
-        futures_util::stream::iter(jobs.into_iter().map(|(d, s, diff)| {
-            let fetch = &fetch;
-            async move { self.ensure_layer(fetch, &d, s, diff.as_deref()).await }
-        }))
-        .buffer_unordered(self.concurrency)
-        .try_collect::<Vec<()>>()
-        .await?;
+        // Every started layer runs to its end even when another fails: nothing keeps working
+        // in the background after `pull` returns, and the good layers are kept for the retry.
+        let results: Vec<Result<(), Attempt>> =
+            futures_util::stream::iter(jobs.into_iter().map(|(d, s, diff)| {
+                let fetch = &fetch;
+                async move { self.ensure_layer(fetch, &d, s, &diff).await }
+            }))
+            .buffer_unordered(self.concurrency)
+            .collect()
+            .await;
+        results.into_iter().collect::<Result<Vec<()>, Attempt>>()?;
 
         // Layers are in place: record the metadata blobs and the name.
         if let Some((bytes, digest)) = &index_digest {
@@ -303,6 +314,7 @@ impl Puller {
             index_digest: index_digest.map(|(_, d)| d),
             config_digest,
             layers: layers.into_iter().map(|l| l.0).collect(),
+            diff_ids,
             size: total + config_bytes.len() as u64,
             created_at: now,
             last_used: now,
@@ -311,17 +323,20 @@ impl Puller {
         Ok(record)
     }
 
-    /// Makes sure the layer `digest` is unpacked in the store, downloading it if needed.
+    /// Makes sure the layer `diff_id` is unpacked in the store, downloading blob `digest` if
+    /// needed (not when the same content is already unpacked from another blob).
     async fn ensure_layer(
         &self,
         fetch: &Fetch<'_>,
         digest: &str,
         size: u64,
-        diff_id: Option<&str>,
+        diff_id: &str,
     ) -> Result<(), Attempt> {
-        let guard = self.store.digest_guard(digest);
+        store::digest_hex(diff_id)
+            .map_err(|e| Attempt::new(FailureKind::Invalid, e.to_string()))?;
+        let guard = self.store.digest_guard(diff_id);
         let _held = guard.lock().await;
-        if self.store.layer(digest)?.is_some() {
+        if self.store.layer(diff_id)?.is_some() {
             self.report(Progress::LayerReady {
                 digest: digest.to_string(),
                 cached: true,
@@ -339,10 +354,10 @@ impl Puller {
             (guard.0.clone(), Some(guard))
         };
         let store = self.store.clone();
-        let (digest_s, diff_s) = (digest.to_string(), diff_id.map(str::to_string));
+        let (digest_s, diff_s) = (digest.to_string(), diff_id.to_string());
         let result = tokio::task::spawn_blocking(move || {
             let _guard = guard;
-            unpack_and_commit(&store, &blob, &digest_s, diff_s.as_deref(), !have_blob)
+            unpack_and_commit(&store, &blob, &digest_s, &diff_s, !have_blob)
         })
         .await
         .map_err(|e| Attempt::new(FailureKind::Local, format!("unpack task: {e}")))?;
@@ -355,13 +370,14 @@ impl Puller {
     }
 }
 
-/// Unpacks `blob` into a temporary directory, checks the diff_id, then moves the layer (and the
-/// blob, when `blob` is a fresh download) into place. Nothing is left behind on failure.
+/// Unpacks `blob` (whose digest is `digest`) into a temporary directory, checks that its
+/// uncompressed digest is `diff_id`, then moves the layer (and the blob, when `blob` is a fresh
+/// download) into place. Nothing is left behind on failure.
 pub(crate) fn unpack_and_commit(
     store: &Store,
     blob: &Path,
     digest: &str,
-    diff_id: Option<&str>,
+    diff_id: &str,
     commit_blob: bool,
 ) -> Result<(), Attempt> {
     let tmp_dir = store.tmp_path("layer");
@@ -379,14 +395,12 @@ pub(crate) fn unpack_and_commit(
             ));
         }
     };
-    if let Some(want) = diff_id
-        && want != unpacked.diff_id
-    {
+    if diff_id != unpacked.diff_id {
         store::remove_path(&tmp_dir);
         return Err(Attempt::new(
             FailureKind::Invalid,
             format!(
-                "layer {digest}: uncompressed digest {} does not match the config's diff_id {want}",
+                "layer {digest}: uncompressed digest {} does not match the config's diff_id {diff_id}",
                 unpacked.diff_id
             ),
         ));
@@ -399,7 +413,7 @@ pub(crate) fn unpack_and_commit(
         .commit_layer(
             &tmp_dir,
             &LayerRecord {
-                digest: digest.to_string(),
+                blob_digest: digest.to_string(),
                 diff_id: unpacked.diff_id,
                 disk_usage: unpacked.disk_usage,
             },
