@@ -497,6 +497,32 @@ mod tests {
     }
 
     #[test]
+    fn gzip_zstd_and_plain_blobs_give_the_same_diff_id() {
+        let mut b = tar::Builder::new(Vec::new());
+        b.append(&header("a.txt", tar::EntryType::Regular, 3), &b"abc"[..])
+            .expect("file");
+        let data = b.into_inner().expect("tar");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &data).expect("gzip");
+        let gz = gz.finish().expect("gzip");
+        let zst = zstd::encode_all(&data[..], 3).expect("zstd");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let want = crate::store::sha256_digest(&data);
+        for (name, bytes) in [("plain", &data), ("gz", &gz), ("zst", &zst)] {
+            let blob = dir.path().join(name);
+            std::fs::write(&blob, bytes).expect("write");
+            let dest = dir.path().join(format!("{name}-layer"));
+            let out = unpack_layer(&blob, &dest).expect(name);
+            assert_eq!(out.diff_id, want, "{name}");
+            assert_eq!(std::fs::read(dest.join("a.txt")).expect("read"), b"abc");
+        }
+        let garbage = dir.path().join("garbage");
+        std::fs::write(&garbage, [0x1f, 0x8b, 0, 1, 2, 3]).expect("write");
+        let err = unpack_layer(&garbage, &dir.path().join("g")).expect_err("garbage");
+        assert!(matches!(err, UnpackError::Archive { .. }), "{err}");
+    }
+
+    #[test]
     fn detects_compression() {
         assert_eq!(detect(&[0x1f, 0x8b, 8]), Compression::Gzip);
         assert_eq!(detect(&[0x28, 0xb5, 0x2f, 0xfd]), Compression::Zstd);

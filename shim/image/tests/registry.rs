@@ -250,6 +250,108 @@ async fn second_tag_shares_layers_and_manifest_list_picks_host_platform() {
 }
 
 #[tokio::test]
+async fn special_files_ownership_modes_and_xattrs_survive_unpacking() {
+    need_all();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let reg = Registry::start(dir.path(), None, None);
+    let layout = Layout::busybox(dir.path());
+    use tar::EntryType as T;
+    let layer = TarLayer::new()
+        .dir("srv/")
+        .entry_as(
+            "srv/suid",
+            T::Regular,
+            b"#!/bin/sh\n",
+            None,
+            0o4755,
+            (1000, 1001),
+            (0, 0),
+        )
+        .entry_as(
+            "srv/suid-link",
+            T::Link,
+            b"",
+            Some("srv/suid"),
+            0o4755,
+            (1000, 1001),
+            (0, 0),
+        )
+        .pax(&[
+            ("SCHILY.xattr.user.keel", b"value"),
+            ("SCHILY.xattr.trusted.keel", b"t"),
+        ])
+        .entry_as("srv/attr", T::Regular, b"x", None, 0o640, (0, 0), (0, 0))
+        .entry_as("srv/null", T::Char, b"", None, 0o666, (0, 0), (1, 3))
+        .entry_as("srv/loop", T::Block, b"", None, 0o660, (0, 6), (7, 0))
+        .entry_as("srv/fifo", T::Fifo, b"", None, 0o600, (0, 0), (0, 0))
+        .entry_as(
+            "srv/abs",
+            T::Symlink,
+            b"",
+            Some("/etc/passwd"),
+            0o777,
+            (1000, 1000),
+            (0, 0),
+        )
+        .build();
+    layout.add_layer("base", "special", &layer);
+    let reference = format!("{}/test/special:1", reg.host());
+    layout.push("special", &reference, &[]);
+    let (store, puller) = puller(&dir.path().join("store"), &reg.plain_config());
+    let image = puller.pull(&reference).await.expect("pull");
+    let srv = store
+        .layer_dir(&image.diff_ids[1])
+        .expect("dir")
+        .join("srv");
+    let meta = |name: &str| std::fs::symlink_metadata(srv.join(name)).expect(name);
+    let suid = meta("suid");
+    assert_eq!(
+        (suid.uid(), suid.gid(), suid.mode() & 0o7777),
+        (1000, 1001, 0o4755)
+    );
+    assert_eq!(suid.mtime(), 1_700_000_000);
+    assert_eq!(
+        suid.ino(),
+        meta("suid-link").ino(),
+        "hard link not preserved"
+    );
+    assert_eq!(
+        xattr::get(srv.join("attr"), "user.keel").expect("xattr"),
+        Some(b"value".to_vec())
+    );
+    assert_eq!(
+        xattr::get(srv.join("attr"), "trusted.keel").expect("xattr"),
+        Some(b"t".to_vec())
+    );
+    let null = meta("null");
+    assert!(null.file_type().is_char_device());
+    assert_eq!(
+        (
+            nix::sys::stat::major(null.rdev()),
+            nix::sys::stat::minor(null.rdev())
+        ),
+        (1, 3)
+    );
+    assert_eq!(null.mode() & 0o7777, 0o666);
+    let blk = meta("loop");
+    assert!(blk.file_type().is_block_device());
+    assert_eq!((nix::sys::stat::major(blk.rdev()), blk.gid()), (7, 6));
+    assert!(meta("fifo").file_type().is_fifo());
+    let abs = meta("abs");
+    assert!(abs.file_type().is_symlink());
+    assert_eq!((abs.uid(), abs.gid()), (1000, 1000));
+    assert_eq!(
+        std::fs::read_link(srv.join("abs")).expect("link"),
+        Path::new("/etc/passwd")
+    );
+    let usage = store.usage().expect("usage");
+    assert!(
+        usage.layer_bytes > 1_000_000,
+        "disk usage not accounted: {usage:?}"
+    );
+}
+
+#[tokio::test]
 async fn tampered_blob_fails_with_digest_error_and_leaves_nothing() {
     need_all();
     let dir = tempfile::tempdir().expect("tempdir");

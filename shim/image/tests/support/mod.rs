@@ -371,12 +371,27 @@ impl TarLayer {
     }
 
     fn entry(
+        self,
+        path: &str,
+        kind: tar::EntryType,
+        data: &[u8],
+        link: Option<&str>,
+        mode: u32,
+    ) -> Self {
+        self.entry_as(path, kind, data, link, mode, (0, 0), (0, 0))
+    }
+
+    /// Any entry with owner (uid, gid) and device (major, minor).
+    #[allow(clippy::too_many_arguments)]
+    pub fn entry_as(
         mut self,
         path: &str,
         kind: tar::EntryType,
         data: &[u8],
         link: Option<&str>,
         mode: u32,
+        owner: (u64, u64),
+        device: (u32, u32),
     ) -> Self {
         let mut h = tar::Header::new_gnu();
         h.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
@@ -384,12 +399,33 @@ impl TarLayer {
         h.set_size(data.len() as u64);
         h.set_mode(mode);
         h.set_mtime(1_700_000_000);
+        h.set_uid(owner.0);
+        h.set_gid(owner.1);
+        h.set_device_major(device.0).expect("major");
+        h.set_device_minor(device.1).expect("minor");
         if let Some(l) = link {
             h.set_link_name(l).expect("link");
         }
         h.set_cksum();
         self.0.append(&h, data).expect("append");
         self
+    }
+
+    /// A PAX extended header applying `records` to the next entry.
+    pub fn pax(self, records: &[(&str, &[u8])]) -> Self {
+        let mut data = Vec::new();
+        for (key, value) in records {
+            // "<len> <key>=<value>\n", where <len> counts the whole record including itself.
+            let body = key.len() + value.len() + 3;
+            let mut len = body + body.to_string().len();
+            if len.to_string().len() != body.to_string().len() {
+                len += 1;
+            }
+            data.extend_from_slice(format!("{len} {key}=").as_bytes());
+            data.extend_from_slice(value);
+            data.push(b'\n');
+        }
+        self.entry("PaxHeader", tar::EntryType::XHeader, &data, None, 0o644)
     }
 
     pub fn file(self, path: &str, data: &[u8]) -> Self {
