@@ -190,6 +190,15 @@ impl Store {
         map.entry(digest.to_string()).or_default().clone()
     }
 
+    /// Forgets a digest's guard once nobody else holds it (keeps the map from growing).
+    pub(crate) fn release_guard(&self, digest: &str, guard: Arc<tokio::sync::Mutex<()>>) {
+        let mut map = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        // Ours and the map's: nobody else is waiting on this digest.
+        if Arc::strong_count(&guard) == 2 {
+            map.remove(digest);
+        }
+    }
+
     /// Removes temporary entries older than `age` (a crashed pull's leftovers).
     pub fn clean_tmp(&self, age: Duration) {
         let dir = self.root.join("tmp");

@@ -334,8 +334,22 @@ impl Puller {
     ) -> Result<(), Attempt> {
         store::digest_hex(diff_id)
             .map_err(|e| Attempt::new(FailureKind::Invalid, e.to_string()))?;
-        let guard = self.store.digest_guard(diff_id);
-        let _held = guard.lock().await;
+        let lock = self.store.digest_guard(diff_id);
+        let result = {
+            let _held = lock.lock().await;
+            self.ensure_layer_locked(fetch, digest, size, diff_id).await
+        };
+        self.store.release_guard(diff_id, lock);
+        result
+    }
+
+    async fn ensure_layer_locked(
+        &self,
+        fetch: &Fetch<'_>,
+        digest: &str,
+        size: u64,
+        diff_id: &str,
+    ) -> Result<(), Attempt> {
         if self.store.layer(diff_id)?.is_some() {
             self.report(Progress::LayerReady {
                 digest: digest.to_string(),
