@@ -812,3 +812,64 @@ async fn container_runs_from_pulled_image_with_keel_shim() {
     );
     assert_eq!(stdout, "keel\nmotd-gone\nopaque-ok\nnew\nenv=1\n");
 }
+
+#[tokio::test]
+async fn concurrent_pulls_share_downloads_and_store() {
+    need_all();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let reg = Registry::start(dir.path(), None, None);
+    let layout = Layout::busybox(dir.path());
+    layout.add_layer(
+        "base",
+        "two",
+        &TarLayer::new().file("two.txt", b"2\n").build(),
+    );
+    let reference = format!("{}/test/concurrent:1", reg.host());
+    layout.push("two", &reference, &[]);
+
+    // In one process: one Store, two pullers, the same image at once.
+    let store = Arc::new(Store::open(&dir.path().join("store")).expect("store"));
+    let downloads = Arc::new(Mutex::new(0));
+    let make = || {
+        let d = downloads.clone();
+        Puller::new(store.clone(), config(&reg.plain_config())).with_progress(move |p| {
+            if let Progress::LayerReady { cached: false, .. } = p {
+                *d.lock().expect("lock") += 1;
+            }
+        })
+    };
+    let (a, b) = (make(), make());
+    let (ra, rb) = tokio::join!(a.pull(&reference), b.pull(&reference));
+    assert_eq!(ra.expect("pull a").diff_ids, rb.expect("pull b").diff_ids);
+    assert_eq!(
+        *downloads.lock().expect("lock"),
+        2,
+        "a layer was unpacked twice"
+    );
+
+    // Across processes: two CLI pulls into one fresh store at once.
+    let cfg = dir.path().join("registries.yaml");
+    std::fs::write(&cfg, reg.plain_config()).expect("config");
+    let root = dir.path().join("store2");
+    let spawn = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_keel-image"))
+            .arg("--root")
+            .arg(&root)
+            .args(["pull", &reference, "--registry-config"])
+            .arg(&cfg)
+            .output()
+            .expect("run keel-image")
+    };
+    let (oa, ob) = std::thread::scope(|s| {
+        let ta = s.spawn(spawn);
+        let tb = s.spawn(spawn);
+        (ta.join().expect("thread"), tb.join().expect("thread"))
+    });
+    for o in [&oa, &ob] {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let store2 = Store::open(&root).expect("store2");
+    let usage = store2.usage().expect("usage");
+    assert_eq!((usage.images, usage.layers), (1, 2));
+    assert!(entries(&root.join("tmp")).is_empty());
+}
