@@ -49,7 +49,7 @@ pub enum PullError {
 }
 
 impl PullError {
-    /// The kind of the last endpoint's failure.
+    /// The most telling kind among the endpoints' failures (anything but Unreachable wins).
     pub fn kind(&self) -> FailureKind {
         match self {
             PullError::Config(_) => FailureKind::Local,
@@ -154,17 +154,22 @@ impl Puller {
         })?;
         let endpoints = self.config.endpoints(&image)?;
         let mut attempts = Vec::new();
-        let mut kind = FailureKind::Unreachable;
+        let mut kind = None;
         for endpoint in &endpoints {
             match self.pull_from(&image, endpoint).await {
                 Ok(record) => return Ok(record),
                 Err(a) => {
                     tracing::warn!(image = %image, endpoint = %endpoint.host, error = %a.message, "pull attempt failed");
-                    kind = a.kind;
+                    // The first answer that is not "unreachable" says most: a mirror's 404 or
+                    // 401 matters more than an unreachable upstream tried after it.
+                    if kind.is_none_or(|k| k == FailureKind::Unreachable) {
+                        kind = Some(a.kind);
+                    }
                     attempts.push((endpoint.host.clone(), a.message));
                 }
             }
         }
+        let kind = kind.unwrap_or(FailureKind::Unreachable);
         Err(PullError::Failed {
             image: image.to_string(),
             kind,
