@@ -82,12 +82,7 @@ where
 
     /// Drives the watch until the task is dropped. Runs at most once.
     pub async fn run(self: Arc<Self>) {
-        let Some(mut writer) = self
-            .writer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        else {
+        let Some(mut writer) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() else {
             return;
         };
         let mut stream = watcher(self.api.clone(), watcher::Config::default())
@@ -139,7 +134,11 @@ where
 
 /// The queue key of an object: `namespace/name`, or `name` when cluster-scoped.
 pub fn key_of<K: Resource>(o: &K) -> String {
-    let m = o.meta();
+    meta_key(o.meta())
+}
+
+/// The queue key of an object's metadata.
+pub fn meta_key(m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
     let name = m.name.as_deref().unwrap_or_default();
     match m.namespace.as_deref() {
         Some(ns) if !ns.is_empty() => format!("{ns}/{name}"),

@@ -59,7 +59,10 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Wraps a kube error with the operation and the object it was about.
-pub(crate) fn api_err(op: &'static str, object: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+pub(crate) fn api_err(
+    op: &'static str,
+    object: impl Into<String>,
+) -> impl FnOnce(kube::Error) -> Error {
     let object = object.into();
     move |source| Error::Api { op, object, source }
 }
