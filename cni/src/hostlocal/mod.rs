@@ -358,3 +358,122 @@ impl Plugin for HostLocal {
         gc(&req.conf)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn env(id: &str, args: &str) -> Env {
+        let vars = [
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", id),
+            ("CNI_NETNS", "/x"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", "/x"),
+            ("CNI_ARGS", args),
+        ];
+        Env::from_lookup(|k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        })
+        .expect("env")
+    }
+
+    fn conf(dir: &std::path::Path, ranges: serde_json::Value) -> NetConf {
+        let c = json!({"cniVersion": "1.1.0", "name": "unit", "type": "keel-host-local",
+            "ipam": {"type": "keel-host-local", "ranges": ranges, "dataDir": dir}});
+        NetConf::parse(c.to_string().as_bytes()).expect("conf")
+    }
+
+    #[test]
+    fn allocates_round_robin_refuses_duplicates_and_releases() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let c = conf(tmp.path(), json!([[{"subnet": "10.9.0.0/29"}]]));
+        let a = add(&env("a", ""), &c).expect("a");
+        let b = add(&env("b", ""), &c).expect("b");
+        assert_eq!(
+            (a.ips[0].address.to_string(), b.ips[0].address.to_string()),
+            ("10.9.0.2/29".into(), "10.9.0.3/29".into())
+        );
+        assert_eq!(
+            add(&env("a", ""), &c).expect_err("dup").code,
+            ALREADY_EXISTS
+        );
+        del(&env("a", ""), &c).expect("del");
+        // Round robin: the freed .2 is not reused before the range wraps.
+        assert_eq!(
+            add(&env("c", ""), &c).expect("c").ips[0]
+                .address
+                .to_string(),
+            "10.9.0.4/29"
+        );
+        check(&env("b", ""), &c).expect("check b");
+        assert_eq!(
+            check(&env("a", ""), &c).expect_err("gone").code,
+            CHECK_FAILED
+        );
+        del(&env("zzz", ""), &c).expect("del unknown");
+    }
+
+    #[test]
+    fn second_set_exhausted_releases_the_first() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let c = conf(
+            tmp.path(),
+            json!([[{"subnet": "10.9.1.0/24"}], [{"subnet": "fd09::/126"}]]),
+        );
+        add(&env("a", ""), &c).expect("a");
+        add(&env("b", ""), &c).expect("b");
+        let e = add(&env("c", ""), &c).expect_err("v6 set is full");
+        assert_eq!(e.code, ADDRESS_EXHAUSTED);
+        let files = std::fs::read_dir(tmp.path().join("unit"))
+            .expect("dir")
+            .count();
+        assert_eq!(
+            files,
+            4 + 2 + 1,
+            "a and b (2 files each), 2 last_reserved, lock: c left nothing"
+        );
+    }
+
+    #[test]
+    fn requested_ip_and_gc() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let c = conf(
+            tmp.path(),
+            json!([[{"subnet": "10.9.2.0/24", "rangeStart": "10.9.2.10", "rangeEnd": "10.9.2.20"}]]),
+        );
+        let r = add(&env("a", "IgnoreUnknown=1;IP=10.9.2.15"), &c).expect("requested");
+        assert_eq!(r.ips[0].address.to_string(), "10.9.2.15/24");
+        assert_eq!(
+            add(&env("b", "IP=10.9.2.15"), &c).expect_err("taken").code,
+            ALREADY_EXISTS
+        );
+        assert_eq!(
+            add(&env("b", "IP=10.9.2.50"), &c)
+                .expect_err("outside")
+                .code,
+            INVALID_NETWORK_CONFIG
+        );
+        add(&env("b", ""), &c).expect("b");
+        std::fs::write(tmp.path().join("unit").join("10.9.2.19"), "legacy-id").expect("legacy");
+        let mut g = c.clone();
+        g.valid_attachments = Some(vec![crate::spec::Attachment {
+            container_id: "b".into(),
+            ifname: "eth0".into(),
+        }]);
+        gc(&g).expect("gc");
+        let left: Vec<String> = std::fs::read_dir(tmp.path().join("unit"))
+            .expect("dir")
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .filter(|n| n.starts_with("10."))
+            .collect();
+        assert_eq!(
+            left,
+            ["10.9.2.16"],
+            "GC kept only b's reservation (after .15: round robin)"
+        );
+    }
+}
