@@ -304,3 +304,37 @@ fn loopback_add_check_del() {
     w.run("keel-loopback", "DEL", "lo1", "/run/netns/kcni-gone", &c)
         .expect_ok("DEL without netns");
 }
+
+#[test]
+fn is_default_gateway_and_layer2_only() {
+    let w = World::new("dgw");
+    let (a, b) = (Ns::new("dgw-a"), Ns::new("dgw-b"));
+    let c = w.conf(
+        "dgw",
+        "10.65.0.0/24",
+        json!({"isGateway": false, "isDefaultGateway": true, "ipam": {"routes": []}}),
+    );
+    let r = w
+        .run("keel-bridge", "ADD", "dgw1", &a.path(), &c)
+        .expect_ok("ADD");
+    assert_eq!(r.json["routes"][0]["dst"], "0.0.0.0/0", "{}", r.stdout);
+    assert_eq!(r.json["routes"][0]["gw"], "10.65.0.1");
+    assert_eq!(
+        a.ip_json(&["route", "show", "default"])[0]["gateway"],
+        "10.65.0.1"
+    );
+    assert!(
+        w.host.addrs("kbr0").contains(&"10.65.0.1/24".to_string()),
+        "isDefaultGateway implies isGateway"
+    );
+    // No ipam: an L2-only attachment, interface without addresses.
+    let l2 = json!({"cniVersion": "1.0.0", "name": "l2", "type": "keel-bridge", "bridge": "kbr9"});
+    let r2 = w
+        .run("keel-bridge", "ADD", "l2a", &b.path(), &l2)
+        .expect_ok("L2 ADD");
+    assert!(r2.json.get("ips").is_none(), "{}", r2.stdout);
+    assert!(b.has_link("eth0") && b.addrs("eth0").is_empty());
+    w.run("keel-bridge", "DEL", "l2a", &b.path(), &l2)
+        .expect_ok("L2 DEL");
+    assert!(!b.has_link("eth0"));
+}
