@@ -95,13 +95,15 @@ pub fn mount(store: &Store, id: &str, name: &str, target: Option<&Path>) -> Resu
         };
         let lease_path = dir.join("lease.json");
         store::write_json(&lease_path, &lease, store).inspect_err(|_| store::remove_path(&dir))?;
+        // Same critical section: GC orders by last use. A failed update only skews GC order.
+        if let Err(e) = store.touch_image_locked(&image) {
+            tracing::warn!(image = %image.name, error = %e, "could not record image use");
+        }
         image
     };
     let result = mount_overlay(store, id, &image, &dir, &mountpoint);
     if result.is_err() {
         store::remove_path(&dir);
-    } else if let Err(e) = store.touch_image(&image.name) {
-        tracing::warn!(image = %image.name, error = %e, "could not record image use");
     }
     result.map(|()| Rootfs {
         container_id: id.to_string(),

@@ -363,6 +363,18 @@ impl Store {
         Ok(())
     }
 
+    /// `touch_image` for a caller that holds the lock and the record; skips the write when the
+    /// recorded use is under a minute old (GC ordering needs no finer grain).
+    pub(crate) fn touch_image_locked(&self, image: &ImageRecord) -> Result<()> {
+        let now = now();
+        if now.saturating_sub(image.last_used) < 60 {
+            return Ok(());
+        }
+        let mut image = image.clone();
+        image.last_used = now;
+        write_json(&self.image_path(&image.name), &image, self)
+    }
+
     /// Forgets the image name (its blobs and layers go at the next prune); refuses while a
     /// container uses it.
     pub fn remove_image(&self, name: &str) -> Result<ImageRecord> {
