@@ -145,7 +145,7 @@ pub fn init_banner(dir: &Path, join: &str) -> String {
 }
 
 /// `keel-control serve`: runs until SIGTERM/SIGINT.
-pub async fn serve(dir: &Path, listen: Option<String>) -> Result<()> {
+pub async fn serve(dir: &Path, listen: Option<String>, controllers: bool) -> Result<()> {
     let cfg = ClusterConfig::load(dir)?;
     let ca = pki::Ca::load(dir)?;
     let lock = std::fs::OpenOptions::new()
@@ -203,7 +203,9 @@ pub async fn serve(dir: &Path, listen: Option<String>) -> Result<()> {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
     });
-    let _ = controllers.await;
+    if let Some(c) = controllers {
+        let _ = c.await;
+    }
     drop(lock);
     tracing::info!("keel-control stopped");
     Ok(())

@@ -44,6 +44,9 @@ enum Command {
         listen: Option<String>,
         #[arg(long)]
         advertise_address: Option<IpAddr>,
+        /// Serve the API only: no scheduler or controllers (a standby, or API benchmarks).
+        #[arg(long)]
+        no_controllers: bool,
     },
     /// Manage bootstrap tokens (through the API, with the admin kubeconfig).
     Token {
@@ -138,7 +141,7 @@ fn main() {
                     let join = cli::init(&opts).await?;
                     eprint!("{}", cli::init_banner(&data_dir, &join));
                 }
-                cli::serve(&data_dir, listen).await
+                cli::serve(&data_dir, listen, !no_controllers).await
             }
             Command::Token {
                 kubeconfig,

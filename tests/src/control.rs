@@ -35,11 +35,16 @@ fn kubeconfig_field(kc: &str, key: &str) -> Vec<u8> {
 impl ControlPlane {
     /// `keel-control init` + `serve`, waiting until `/readyz` answers.
     pub fn start() -> ControlPlane {
-        Self::start_with_config(|_| {})
+        Self::start_with(|_| {}, &[])
     }
 
     /// Like `start`, letting the test change the saved `config.json` between init and serve.
     pub fn start_with_config(edit: impl FnOnce(&mut Value)) -> ControlPlane {
+        Self::start_with(edit, &[])
+    }
+
+    /// Like `start_with_config`, with extra `serve` flags (e.g. `--no-controllers`).
+    pub fn start_with(edit: impl FnOnce(&mut Value), serve_args: &[&str]) -> ControlPlane {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let data = dir.path().join("control");
@@ -75,6 +80,7 @@ impl ControlPlane {
         let child = Command::new(workspace_bin("keel-control"))
             .args(["serve", "--data-dir"])
             .arg(&data)
+            .args(serve_args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -113,6 +119,11 @@ impl ControlPlane {
             },
         );
         cp
+    }
+
+    /// The server's process id (for RSS readings).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn data_dir(&self) -> PathBuf {

@@ -39,6 +39,9 @@ where
     store: Store<K>,
     writer: Mutex<Option<reflector::store::Writer<K>>>,
     subscribers: Mutex<Vec<UnboundedSender<Change<K>>>>,
+    /// True once the first list is in the cache. (Not `Store::wait_until_ready`: with several
+    /// concurrent waiters on one store, some were never woken.)
+    ready: tokio::sync::watch::Sender<bool>,
 }
 
 impl<K> Informer<K>
@@ -52,6 +55,7 @@ where
             store,
             writer: Mutex::new(Some(writer)),
             subscribers: Mutex::new(Vec::new()),
+            ready: tokio::sync::watch::Sender::new(false),
         })
     }
 
@@ -62,7 +66,8 @@ where
 
     /// Waits until the first list has filled the cache.
     pub async fn synced(&self) {
-        let _ = self.store.wait_until_ready().await;
+        let mut rx = self.ready.subscribe();
+        let _ = rx.wait_for(|r| *r).await;
     }
 
     /// A stream of every change from now on.
@@ -111,6 +116,8 @@ where
                 watcher::Event::InitApply(_) => writer.apply_watcher_event(&ev),
                 watcher::Event::InitDone => {
                     writer.apply_watcher_event(&ev);
+                    tracing::trace!(kind = %K::kind(&()), objects = self.store.len(), "cache synced");
+                    self.ready.send_replace(true);
                     for o in self.store.state() {
                         before.remove(&ObjectRef::from_obj(o.as_ref()));
                         self.send(Change::Applied(o));
@@ -121,6 +128,7 @@ where
                 }
                 watcher::Event::Apply(o) => {
                     writer.apply_watcher_event(&ev);
+                    tracing::trace!(kind = %K::kind(&()), name = ?o.meta().name, "applied");
                     self.send(Change::Applied(Arc::new(o.clone())));
                 }
                 watcher::Event::Delete(o) => {

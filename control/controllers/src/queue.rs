@@ -140,6 +140,7 @@ where
         tasks.push(tokio::spawn(async move {
             loop {
                 let key = q.next().await;
+                tracing::trace!(controller = name, key = %key, "sync");
                 let outcome = match sync(key.clone()).await {
                     Ok(after) => Ok(after),
                     Err(e) => {

@@ -94,6 +94,7 @@ pub async fn run(client: Client, config: Config, shutdown: impl Future<Output = 
     tasks.spawn(Arc::clone(&inf.namespaces).run());
     tasks.spawn(sink.run(client.clone()));
 
+    tracing::debug!("controllers started");
     shutdown.await;
     tasks.shutdown().await;
 }

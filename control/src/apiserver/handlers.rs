@@ -318,6 +318,7 @@ pub async fn get(api: &ApiServer, r: &Resource, ns: Option<&str>, name: &str) ->
     objects::decode(r, &kv)
 }
 
+#[derive(Clone)]
 pub struct Selection {
     pub labels: LabelSelector,
     pub fields: FieldSelector,
@@ -364,7 +365,7 @@ pub async fn list_objects(
     Ok((out, page.revision))
 }
 
-async fn list(api: &ApiServer, req: &Request, r: &Resource, ns: Option<&str>) -> ApiResult<Reply> {
+async fn list(api: &ApiServer, req: &Request, r: &'static Resource, ns: Option<&str>) -> ApiResult<Reply> {
     let sel = Selection::from_request(req, r)?;
     let prefix = sel.prefix(r, ns);
     let limit: usize = req.param("limit").and_then(|l| l.parse().ok()).unwrap_or(0);
@@ -384,13 +385,6 @@ async fn list(api: &ApiServer, req: &Request, r: &Resource, ns: Option<&str>) ->
         .list(&prefix, start.as_deref(), limit)
         .await
         .map_err(ApiError::internal)?;
-    let mut items = Vec::with_capacity(page.items.len());
-    for kv in &page.items {
-        let obj = objects::decode(r, kv)?;
-        if sel.matches(r.kind, &obj) {
-            items.push(obj);
-        }
-    }
     let mut meta = json!({"resourceVersion": page.revision.to_string()});
     if page.more
         && let Some(last) = page.items.last()
@@ -398,16 +392,39 @@ async fn list(api: &ApiServer, req: &Request, r: &Resource, ns: Option<&str>) ->
         meta["continue"] =
             json!(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&last.key));
     }
-    if req.wants_table() {
-        return Ok(Reply::Json(
-            200,
-            table::table(r.kind, &items, meta, req.include_object(), true),
-        ));
-    }
-    Ok(Reply::Json(
-        200,
-        json!({"kind": format!("{}List", r.kind), "apiVersion": r.api_version(), "metadata": meta, "items": items}),
-    ))
+    let (table, include) = (req.wants_table(), req.include_object());
+    // Each item is decoded, filtered and written out in turn, so a large list costs about
+    // the size of its answer, not the size of every object as a JSON tree.
+    let body = tokio::task::spawn_blocking(move || -> ApiResult<Vec<u8>> {
+        let mut out = Vec::with_capacity(page.items.iter().map(|kv| kv.value.len() + 64).sum::<usize>() + 256);
+        let head = if table {
+            json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": table::column_definitions(r.kind)})
+        } else {
+            json!({"kind": format!("{}List", r.kind), "apiVersion": r.api_version(), "metadata": meta})
+        };
+        let head = serde_json::to_vec(&head).map_err(ApiError::internal)?;
+        out.extend_from_slice(&head[..head.len() - 1]);
+        out.extend_from_slice(if table { b",\"rows\":[" } else { b",\"items\":[" });
+        let now = chrono::Utc::now();
+        let mut first = true;
+        for kv in &page.items {
+            let obj = objects::decode(r, kv)?;
+            if !sel.matches(r.kind, &obj) {
+                continue;
+            }
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            let item = if table { table::row(r.kind, &obj, include, now) } else { obj };
+            serde_json::to_writer(&mut out, &item).map_err(ApiError::internal)?;
+        }
+        out.extend_from_slice(b"]}");
+        Ok(out)
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    Ok(Reply::Raw(200, "application/json", body))
 }
 
 async fn namespace_admission(api: &ApiServer, r: &Resource, ns: Option<&str>) -> ApiResult<()> {
