@@ -184,12 +184,14 @@ pub async fn serve(dir: &Path, listen: Option<String>, controllers: bool) -> Res
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let port = listener.local_addr()?.port();
-    let controllers = tokio::spawn(run_controllers(
-        dir.to_path_buf(),
-        port,
-        cfg.clone(),
-        stop_rx.clone(),
-    ));
+    let controllers = controllers.then(|| {
+        tokio::spawn(run_controllers(
+            dir.to_path_buf(),
+            port,
+            cfg.clone(),
+            stop_rx.clone(),
+        ))
+    });
     let mut server_stop = stop_rx.clone();
     let server = apiserver::server::run(
         listener,

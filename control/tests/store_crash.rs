@@ -12,8 +12,14 @@ const CHILD_ENV: &str = "KEEL_STORE_CRASH_CHILD_DB";
 /// In the child (env set): write forever, acknowledging on stdout. In a normal run: nothing.
 #[test]
 fn crash_child_writer() {
-    let Ok(db) = std::env::var(CHILD_ENV) else { return };
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let Ok(db) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         let store = SqliteBackend::open(std::path::Path::new(&db)).expect("open");
         let mut handles = Vec::new();
@@ -38,7 +44,12 @@ fn acknowledged_writes_survive_sigkill() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("state.db");
     let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args(["--exact", "crash_child_writer", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "crash_child_writer",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, &db)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -58,17 +69,31 @@ fn acknowledged_writes_survive_sigkill() {
     // SIGKILL while the writers are still going.
     child.kill().expect("kill -9 the writer");
     let _ = child.wait();
-    assert!(acked.len() >= 3000, "the writer acknowledged only {} writes", acked.len());
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    assert!(
+        acked.len() >= 3000,
+        "the writer acknowledged only {} writes",
+        acked.len()
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         let store = SqliteBackend::open(&db).expect("reopen after the crash");
         for key in &acked {
-            assert!(store.get(key).await.expect("get").is_some(), "acknowledged write {key} was lost");
+            assert!(
+                store.get(key).await.expect("get").is_some(),
+                "acknowledged write {key} was lost"
+            );
         }
         let all = store.list("/registry/crash/", None, 0).await.expect("list");
         assert!(all.items.len() >= acked.len());
         assert_eq!(all.revision, store.revision().await.expect("revision"));
         // The store keeps working after recovery.
-        store.create("/registry/crash/after", b"ok".to_vec()).await.expect("write after recovery");
+        store
+            .create("/registry/crash/after", b"ok".to_vec())
+            .await
+            .expect("write after recovery");
     });
 }

@@ -56,7 +56,11 @@ fn run_parallel(f: impl Fn(usize) + Sync) -> (Duration, Vec<Duration>) {
 fn vm_hwm_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -77,28 +81,58 @@ fn main() {
     let keel_secs = report("keel: create pod (HTTPS)", wall, lat);
     let sample = cp.ok("GET", "/api/v1/namespaces/default/pods/bench-00000", None);
     let stored_size = serde_json::to_vec(&sample).map(|v| v.len()).unwrap_or(1024);
-    for (name, accept) in [("JSON", "application/json"), ("Table", "application/json;as=Table;v=v1;g=meta.k8s.io,application/json")] {
+    for (name, accept) in [
+        ("JSON", "application/json"),
+        (
+            "Table",
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
+        ),
+    ] {
         let mut times = Vec::new();
         for _ in 0..5 {
             let t = Instant::now();
-            let resp = cp.http().get(cp.url("/api/v1/namespaces/default/pods")).header("Accept", accept).send().expect("list");
+            let resp = cp
+                .http()
+                .get(cp.url("/api/v1/namespaces/default/pods"))
+                .header("Accept", accept)
+                .send()
+                .expect("list");
             let bytes = resp.bytes().expect("body");
             times.push(t.elapsed());
             assert!(bytes.len() > TOTAL * 100);
         }
         times.sort();
-        println!("keel: LIST {TOTAL} pods as {name:<5}  median {:>7.1} ms", times[2].as_secs_f64() * 1e3);
+        println!(
+            "keel: LIST {TOTAL} pods as {name:<5}  median {:>7.1} ms",
+            times[2].as_secs_f64() * 1e3
+        );
     }
-    println!("keel-control peak RSS (VmHWM) with {TOTAL} pods stored: {:.1} MiB", vm_hwm_kib(pid) as f64 / 1024.0);
+    println!(
+        "keel-control peak RSS (VmHWM) with {TOTAL} pods stored: {:.1} MiB",
+        vm_hwm_kib(pid) as f64 / 1024.0
+    );
 
     // Baseline: etcd on loopback, same number of puts of the same size, same concurrency.
     let dir = tempfile::tempdir().expect("tempdir");
     let port = 23790 + (std::process::id() % 100) as u16;
     let mut etcd = match Command::new("etcd")
         .args(["--data-dir", &dir.path().join("etcd").display().to_string()])
-        .args(["--listen-client-urls", &format!("http://127.0.0.1:{port}"), "--advertise-client-urls", &format!("http://127.0.0.1:{port}")])
-        .args(["--listen-peer-urls", &format!("http://127.0.0.1:{}", port + 1000), "--initial-advertise-peer-urls", &format!("http://127.0.0.1:{}", port + 1000)])
-        .args(["--initial-cluster", &format!("default=http://127.0.0.1:{}", port + 1000)])
+        .args([
+            "--listen-client-urls",
+            &format!("http://127.0.0.1:{port}"),
+            "--advertise-client-urls",
+            &format!("http://127.0.0.1:{port}"),
+        ])
+        .args([
+            "--listen-peer-urls",
+            &format!("http://127.0.0.1:{}", port + 1000),
+            "--initial-advertise-peer-urls",
+            &format!("http://127.0.0.1:{}", port + 1000),
+        ])
+        .args([
+            "--initial-cluster",
+            &format!("default=http://127.0.0.1:{}", port + 1000),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -109,17 +143,32 @@ fn main() {
     let http = reqwest::blocking::Client::new();
     let put_url = format!("http://127.0.0.1:{port}/v3/kv/put");
     keel_tests::poll("etcd to answer", Duration::from_secs(20), || {
-        http.post(&put_url).body(r#"{"key":"cHJvYmU=","value":"eA=="}"#).send().ok().filter(|r| r.status().is_success())
+        http.post(&put_url)
+            .body(r#"{"key":"cHJvYmU=","value":"eA=="}"#)
+            .send()
+            .ok()
+            .filter(|r| r.status().is_success())
     });
     let value = base64::engine::general_purpose::STANDARD.encode(vec![b'x'; stored_size]);
     let (wall, lat) = run_parallel(|i| {
-        let key = base64::engine::general_purpose::STANDARD.encode(format!("/registry/pods/default/bench-{i:05}"));
-        let resp = http.post(&put_url).body(format!(r#"{{"key":"{key}","value":"{value}"}}"#)).send().expect("etcd put");
+        let key = base64::engine::general_purpose::STANDARD
+            .encode(format!("/registry/pods/default/bench-{i:05}"));
+        let resp = http
+            .post(&put_url)
+            .body(format!(r#"{{"key":"{key}","value":"{value}"}}"#))
+            .send()
+            .expect("etcd put");
         assert!(resp.status().is_success());
     });
     let etcd_secs = report("etcd 3.4: put (HTTP gateway)", wall, lat);
-    println!("etcd peak RSS (VmHWM): {:.1} MiB", vm_hwm_kib(etcd.id()) as f64 / 1024.0);
+    println!(
+        "etcd peak RSS (VmHWM): {:.1} MiB",
+        vm_hwm_kib(etcd.id()) as f64 / 1024.0
+    );
     let _ = etcd.kill();
     let _ = etcd.wait();
-    println!("value size {stored_size} bytes; keel time / etcd time = {:.2}x", keel_secs / etcd_secs);
+    println!(
+        "value size {stored_size} bytes; keel time / etcd time = {:.2}x",
+        keel_secs / etcd_secs
+    );
 }

@@ -365,7 +365,12 @@ pub async fn list_objects(
     Ok((out, page.revision))
 }
 
-async fn list(api: &ApiServer, req: &Request, r: &'static Resource, ns: Option<&str>) -> ApiResult<Reply> {
+async fn list(
+    api: &ApiServer,
+    req: &Request,
+    r: &'static Resource,
+    ns: Option<&str>,
+) -> ApiResult<Reply> {
     let sel = Selection::from_request(req, r)?;
     let prefix = sel.prefix(r, ns);
     let limit: usize = req.param("limit").and_then(|l| l.parse().ok()).unwrap_or(0);
