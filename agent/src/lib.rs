@@ -1,2 +1,16 @@
-//! keel-agent: the node agent (the kubelet equivalent). Not built yet; see the join and pods issues.
+//! keel-agent: the node agent (the kubelet equivalent).
+//!
+//! - `bootstrap`: `keel-agent join` (token discovery, TLS bootstrap, saved credentials)
+//! - `client`: kube clients for each trust level and failure classification
+//! - `state`: the root dir layout, atomic writes, saved config
+//! - `node`: host facts, Node registration, status and lease heartbeats
+//! - `run`: `keel-agent run` (loops plus client certificate rotation)
+//! - `doctor`: `keel-agent doctor` host checks
 #![forbid(unsafe_code)]
+
+pub mod bootstrap;
+pub mod client;
+pub mod doctor;
+pub mod node;
+pub mod run;
+pub mod state;

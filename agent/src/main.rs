@@ -1,7 +1,185 @@
-//! keel-agent entry point: parses flags and maps errors to exit codes.
+//! keel-agent entry point: parses flags, builds the runtime and maps errors to exit codes
+//! (0 success, 1 a failure explained on stderr, 2 bad flags).
 #![forbid(unsafe_code)]
 
-fn main() {
-    eprintln!("keel-agent: not implemented yet (see the join issue)");
+use clap::{Args, Parser, Subcommand};
+use keel_agent::bootstrap::{self, JoinOptions};
+use keel_agent::state::{AgentConfig, DEFAULT_ROOT, Layout};
+use keel_agent::{doctor, node, run};
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "keel-agent", version, about = "The Keel node agent")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Flags every agent-running command accepts.
+#[derive(Args, Clone)]
+struct AgentFlags {
+    /// Where this node keeps all its state (credentials, config, later images and pods).
+    #[arg(long, default_value = DEFAULT_ROOT)]
+    root_dir: PathBuf,
+    /// Registry mirrors and credentials (used by the image store; accepted now for unit files).
+    #[arg(long)]
+    registry_config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Join a cluster with the line `keel-control init` printed, then run the agent.
+    Join {
+        /// The API server, HOST:PORT.
+        server: String,
+        #[arg(long)]
+        token: String,
+        /// sha256:<hex> of the CA's SubjectPublicKeyInfo; may be repeated.
+        #[arg(long = "discovery-token-ca-cert-hash", required = true)]
+        ca_hashes: Vec<String>,
+        /// The Node's name (default: this machine's host name).
+        #[arg(long)]
+        node_name: Option<String>,
+        /// The node's InternalIP (default: the address that routes to the control plane).
+        #[arg(long)]
+        node_ip: Option<IpAddr>,
+        /// Extra node labels, k=v,k2=v2.
+        #[arg(long, value_delimiter = ',')]
+        labels: Vec<String>,
+        /// Label and taint this node as a control-plane node.
+        #[arg(long)]
+        control_plane: bool,
+        /// Resources kept back from pods: cpu=500m,memory=512Mi,ephemeral-storage=1Gi.
+        #[arg(long, default_value = "")]
+        reserved: String,
+        /// Save the credentials but do not start the agent.
+        #[arg(long)]
+        no_start: bool,
+        #[command(flatten)]
+        agent: AgentFlags,
+    },
+    /// Run the agent from the state a previous `join` saved (what the systemd unit calls).
+    Run {
+        #[command(flatten)]
+        agent: AgentFlags,
+    },
+    /// Check this host for what the agent needs and print the fix for each problem.
+    Doctor {
+        #[arg(long, default_value = DEFAULT_ROOT)]
+        root_dir: PathBuf,
+    },
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_lowercase())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+fn valid_node_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 253
+        && n.split('.').all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !p.starts_with('-')
+                && !p.ends_with('-')
+        })
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+fn usage(msg: String) -> ! {
+    eprintln!("error: {msg}");
     std::process::exit(2);
+}
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Doctor { root_dir } => {
+            let checks = doctor::all(&node::host::HostRoot::real(), &root_dir);
+            let ok = doctor::report(&checks, &mut std::io::stdout());
+            std::process::exit(if ok { 0 } else { 1 });
+        }
+        Command::Run { agent } => runtime().and_then(|rt| {
+            rt.block_on(run::run(&Layout::new(&agent.root_dir)))
+                .map_err(anyhow::Error::from)
+        }),
+        Command::Join {
+            server,
+            token,
+            ca_hashes,
+            node_name,
+            node_ip,
+            labels,
+            control_plane,
+            reserved,
+            no_start,
+            agent,
+        } => {
+            let node_name = node_name.unwrap_or_else(hostname);
+            if !valid_node_name(&node_name) {
+                usage(format!(
+                    "node name {node_name:?} is not a valid DNS subdomain (lowercase letters, digits, '-' and '.'); pass --node-name"
+                ));
+            }
+            let labels = labels
+                .iter()
+                .filter(|l| !l.is_empty())
+                .map(|l| match l.split_once('=') {
+                    Some((k, v)) if !k.is_empty() => (k.to_string(), v.to_string()),
+                    _ => usage(format!("--labels entry {l:?} is not key=value")),
+                })
+                .collect();
+            let reserved = node::status::parse_reserved(&reserved)
+                .unwrap_or_else(|e| usage(format!("--reserved: {e}")));
+            let layout = Layout::new(&agent.root_dir);
+            let opts = JoinOptions {
+                server,
+                token,
+                ca_hashes,
+                layout: layout.clone(),
+                config: AgentConfig {
+                    server: String::new(),
+                    node_name,
+                    node_ip,
+                    labels,
+                    control_plane,
+                    reserved,
+                },
+            };
+            runtime().and_then(|rt| {
+                rt.block_on(async {
+                    let cfg = bootstrap::join(opts).await?;
+                    println!(
+                        "This node has joined the cluster as {}: its certificate was signed. Run 'kubectl get nodes' on the control plane to see it.",
+                        cfg.node_name
+                    );
+                    if no_start {
+                        println!("Start it with: keel-agent run --root-dir {}", layout.root.display());
+                        return Ok(());
+                    }
+                    run::run(&layout).await.map_err(anyhow::Error::from)
+                })
+            })
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
 }
