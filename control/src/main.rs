@@ -129,6 +129,7 @@ fn main() {
                 data_dir,
                 listen,
                 advertise_address,
+                no_controllers,
             } => {
                 if !cli::db_path(&data_dir).exists() && !data_dir.join("config.json").exists() {
                     let opts = cli::InitOptions {
