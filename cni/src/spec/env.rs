@@ -133,6 +133,25 @@ impl Env {
         Env::from_lookup(|k| std::env::var(k).ok())
     }
 
+    /// The runtime side: the `CNI_*` variables to exec a plugin with (empty ones left out).
+    pub fn to_vars(&self) -> Vec<(&'static str, String)> {
+        let args: Vec<String> = self.args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let path = std::env::join_paths(&self.path)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        [
+            ("CNI_COMMAND", self.command.as_str().to_string()),
+            ("CNI_CONTAINERID", self.container_id.clone()),
+            ("CNI_NETNS", self.netns.clone()),
+            ("CNI_IFNAME", self.ifname.clone()),
+            ("CNI_ARGS", args.join(";")),
+            ("CNI_PATH", path),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .collect()
+    }
+
     /// A `CNI_ARGS` value.
     pub fn arg(&self, key: &str) -> Option<&str> {
         self.args
@@ -208,5 +227,15 @@ mod tests {
         assert_eq!(ok.arg("K8S_POD_NAME"), Some("p"));
         assert_eq!(ok.path.len(), 2);
         assert!(ok.netns.is_empty());
+        let vars = ok.to_vars();
+        let back: HashMap<String, String> =
+            vars.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        assert_eq!(
+            Env::from_lookup(|k| back.get(k).cloned())
+                .expect("round trip")
+                .args,
+            ok.args
+        );
+        assert!(!back.contains_key("CNI_NETNS"));
     }
 }

@@ -3,6 +3,7 @@
 //! module to drive any CNI plugin; the plugins in this crate use it to answer.
 
 mod config;
+mod conflist;
 mod env;
 pub mod error;
 mod ipnet;
@@ -11,6 +12,7 @@ mod types;
 pub mod version;
 
 pub use config::{Attachment, IpamRef, NetConf};
+pub use conflist::NetConfList;
 pub use env::{Command, Env};
 pub use error::CniError;
 pub use ipnet::{IpNet, ParseIpNetError, from_u128, next_ip, to_u128};
