@@ -731,13 +731,18 @@ impl Drop for ContainerCleanup {
 #[tokio::test]
 async fn container_runs_from_pulled_image_with_keel_shim() {
     need_all();
-    // keel-shim is built by `cargo build --workspace --bins` (scripts/test.sh) next to our deps dir.
-    let shim = std::env::current_exe()
-        .expect("exe")
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join("keel-shim");
+    // keel-shim is built by `cargo build --workspace --bins` (scripts/test.sh) next to our deps
+    // dir; KEEL_SHIM overrides the binary.
+    let shim = std::env::var_os("KEEL_SHIM")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::current_exe()
+                .expect("exe")
+                .parent()
+                .and_then(Path::parent)
+                .expect("target dir")
+                .join("keel-shim")
+        });
     assert!(
         shim.is_file(),
         "{} missing: build it first with `cargo build -p keel-shim`",
