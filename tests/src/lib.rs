@@ -4,6 +4,7 @@
 
 pub mod control;
 pub mod kubectl;
+pub mod lab;
 
 use std::path::PathBuf;
 

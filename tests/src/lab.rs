@@ -1,0 +1,434 @@
+//! A lab of network namespaces on one bridge, like a Vagrant private network
+//! (192.168.56.0/24): the bridge lives in its own lab namespace (never in the host's), every
+//! node is a namespace with `eth1` on that bridge, and the real `keel-control` and
+//! `keel-agent` binaries run inside them through `ip netns exec`. Every namespace is named
+//! `keeljoin-<pid>-<lab>-<node>`; processes and namespaces are removed by Drop guards, and
+//! namespaces left by a crashed earlier run (whose pid is gone) are removed on start.
+
+use crate::kubectl::{Kubectl, Output};
+use crate::{poll, workspace_bin};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const SUITE_PREFIX: &str = "keeljoin-";
+pub const SUBNET: &str = "192.168.56";
+pub const API_PORT: u16 = 6443;
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running `ip {}`: {e}; install iproute2", args.join(" ")));
+    assert!(
+        out.status.success(),
+        "`ip {}` failed: {} (the lab needs root and network namespaces)",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Removes `keeljoin-<pid>-...` namespaces whose pid is no longer alive.
+fn remove_stale_namespaces() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or_default();
+        let Some(rest) = name.strip_prefix(SUITE_PREFIX) else {
+            continue;
+        };
+        let pid = rest.split('-').next().unwrap_or_default();
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+    }
+}
+
+/// A named network namespace, deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn create(name: String) -> Netns {
+        ip(&["netns", "add", &name]);
+        let ns = Netns { name };
+        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip netns exec <ns> <program>`.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(program);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// A process started in the lab, killed on drop; stdout+stderr go to `log`.
+pub struct LabProcess {
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl LabProcess {
+    pub fn spawn(mut cmd: Command, log: PathBuf) -> LabProcess {
+        let f = std::fs::File::create(&log).expect("log file");
+        let f2 = f.try_clone().expect("log file");
+        let child = cmd
+            .stdout(f)
+            .stderr(f2)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
+        LabProcess {
+            log,
+            child: Some(child),
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// SIGTERM, then SIGKILL after 10 s.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // `ip netns exec` execs the program, so the child's pid is the program's.
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for LabProcess {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// One machine of the lab.
+pub struct Machine {
+    pub name: String,
+    pub ip: String,
+    pub ns: Netns,
+}
+
+/// The bridge namespace plus the machines; processes must be dropped before the lab.
+pub struct Lab {
+    pub dir: tempfile::TempDir,
+    pub id: String,
+    machines: Vec<Machine>,
+    bridge: Netns,
+}
+
+impl Lab {
+    /// A lab named `tag` (a few lowercase letters) with its bridge `br0`.
+    pub fn new(tag: &str) -> Lab {
+        remove_stale_namespaces();
+        let id = format!("{SUITE_PREFIX}{}-{tag}", std::process::id());
+        let bridge = Netns::create(format!("{id}-br"));
+        ip(&["-n", &bridge.name, "link", "add", "br0", "type", "bridge"]);
+        ip(&["-n", &bridge.name, "link", "set", "br0", "up"]);
+        Lab {
+            dir: tempfile::tempdir().expect("tempdir"),
+            id,
+            machines: Vec::new(),
+            bridge,
+        }
+    }
+
+    /// Adds machine `name` at 192.168.56.<octet> on the bridge (interface `eth1`).
+    pub fn add_machine(&mut self, name: &str, octet: u8) -> &Machine {
+        let ns = Netns::create(format!("{}-{name}", self.id));
+        let port = format!("v-{name}");
+        assert!(
+            port.len() <= 15,
+            "machine name {name} is too long for a veth name"
+        );
+        ip(&[
+            "-n",
+            &ns.name,
+            "link",
+            "add",
+            "eth1",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &port,
+            "netns",
+            &self.bridge.name,
+        ]);
+        ip(&[
+            "-n",
+            &self.bridge.name,
+            "link",
+            "set",
+            &port,
+            "master",
+            "br0",
+        ]);
+        ip(&["-n", &self.bridge.name, "link", "set", &port, "up"]);
+        let addr = format!("{SUBNET}.{octet}");
+        ip(&[
+            "-n",
+            &ns.name,
+            "addr",
+            "add",
+            &format!("{addr}/24"),
+            "dev",
+            "eth1",
+        ]);
+        ip(&["-n", &ns.name, "link", "set", "eth1", "up"]);
+        self.machines.push(Machine {
+            name: name.into(),
+            ip: addr,
+            ns,
+        });
+        self.machines.last().expect("just pushed")
+    }
+
+    pub fn machine(&self, name: &str) -> &Machine {
+        self.machines
+            .iter()
+            .find(|m| m.name == name)
+            .unwrap_or_else(|| panic!("no machine {name} in the lab"))
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+}
+
+/// A control plane initialised and served inside a lab machine.
+pub struct LabControl {
+    pub data: PathBuf,
+    pub join_command: String,
+    pub server: String,
+    pub ns: String,
+    pub process: LabProcess,
+}
+
+impl LabControl {
+    /// `keel-control init` (advertising the machine's address on port 6443), lets `edit`
+    /// change config.json, then `serve`, waiting until `/readyz` answers through kubectl.
+    pub fn start(lab: &Lab, machine: &str, edit: impl FnOnce(&mut Value)) -> LabControl {
+        let m = lab.machine(machine);
+        let data = lab.path(&format!("{machine}-control"));
+        let server = format!("{}:{API_PORT}", m.ip);
+        let out =
+            m.ns.command(workspace_bin("keel-control"))
+                .args(["init", "--data-dir"])
+                .arg(&data)
+                .args(["--advertise-address", &m.ip, "--listen", &server])
+                .output()
+                .expect("run keel-control init");
+        assert!(
+            out.status.success(),
+            "keel-control init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let join_command = stdout
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with("keel-agent join"))
+            .unwrap_or_else(|| panic!("init prints the join command:\n{stdout}"))
+            .to_string();
+        let cfg_path = data.join("config.json");
+        let mut cfg: Value =
+            serde_json::from_slice(&std::fs::read(&cfg_path).expect("config.json"))
+                .expect("config json");
+        edit(&mut cfg);
+        std::fs::write(&cfg_path, cfg.to_string()).expect("write config.json");
+        let mut cmd = m.ns.command(workspace_bin("keel-control"));
+        cmd.args(["serve", "--data-dir"]).arg(&data);
+        let process = LabProcess::spawn(cmd, lab.path(&format!("{machine}-control.log")));
+        let cp = LabControl {
+            data,
+            join_command,
+            server,
+            ns: m.ns.name.clone(),
+            process,
+        };
+        let k = cp.kubectl();
+        poll(
+            "keel-control in the lab to answer /readyz",
+            Duration::from_secs(30),
+            || k.run(&["get", "--raw", "/readyz"]).ok.then_some(()),
+        );
+        cp
+    }
+
+    pub fn admin_kubeconfig(&self) -> PathBuf {
+        self.data.join("admin.kubeconfig")
+    }
+
+    /// kubectl as admin, run inside the control plane's namespace.
+    pub fn kubectl(&self) -> NsKubectl {
+        NsKubectl::new(&self.ns, &self.admin_kubeconfig())
+    }
+
+    /// The `--token` and `--discovery-token-ca-cert-hash` values of the join command.
+    pub fn token_and_hash(&self) -> (String, String) {
+        let words: Vec<&str> = self.join_command.split_whitespace().collect();
+        let after = |flag: &str| {
+            words
+                .iter()
+                .position(|w| *w == flag)
+                .and_then(|i| words.get(i + 1))
+                .unwrap_or_else(|| panic!("{flag} in {}", self.join_command))
+                .to_string()
+        };
+        (after("--token"), after("--discovery-token-ca-cert-hash"))
+    }
+}
+
+/// The real kubectl (`Kubectl`), run inside a lab namespace.
+pub struct NsKubectl {
+    pub ns: String,
+    pub inner: Kubectl,
+}
+
+impl NsKubectl {
+    pub fn new(ns: &str, kubeconfig: &Path) -> NsKubectl {
+        NsKubectl {
+            ns: ns.into(),
+            inner: Kubectl::new("", kubeconfig),
+        }
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        let inner = self.inner.command(args);
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .arg(inner.get_program())
+            .args(inner.get_args())
+            .output()
+            .unwrap_or_else(|e| panic!("running kubectl in {}: {e}", self.ns));
+        Output {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.ok,
+            "kubectl {} failed:\nstdout: {}\nstderr: {}",
+            args.join(" "),
+            out.stdout,
+            out.stderr
+        );
+        out.stdout
+    }
+
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.ok,
+            "kubectl {} should have failed but printed: {}",
+            args.join(" "),
+            out.stdout
+        );
+        out.stderr
+    }
+}
+
+/// A `keel-agent` command inside machine `m` (`join ...` or `run ...`).
+pub fn agent_command(m: &Machine, args: &[&str]) -> Command {
+    let mut c = m.ns.command(workspace_bin("keel-agent"));
+    c.args(args);
+    c
+}
+
+/// Runs a `keel-agent join` that must fail within `timeout`; returns its stderr.
+pub fn join_fails(m: &Machine, args: &[&str], timeout: Duration) -> String {
+    let mut c = agent_command(m, args);
+    let mut child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start keel-agent");
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "keel-agent {} did not fail within {timeout:?}; stderr:\n{}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("output");
+    assert!(
+        !out.status.success(),
+        "keel-agent {} succeeded but should have failed",
+        args.join(" ")
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The last line starting with `error:` (the one-line failure message).
+pub fn error_line(stderr: &str) -> String {
+    stderr
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("no error line in:\n{stderr}"))
+        .to_string()
+}
+
+/// `PRETTY_NAME` of this host's /etc/os-release and its kernel release (`uname -r`): what
+/// `-o wide` must show for every lab node, since namespaces share the kernel and files.
+pub fn host_os_and_kernel() -> (String, String) {
+    let os = std::fs::read_to_string("/etc/os-release").expect("/etc/os-release");
+    let pretty = os
+        .lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .expect("PRETTY_NAME")
+        .trim_matches('"')
+        .to_string();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .expect("osrelease")
+        .trim()
+        .to_string();
+    (pretty, kernel)
+}
