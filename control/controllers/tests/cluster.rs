@@ -157,7 +157,13 @@ fn ready(p: &Value) -> bool {
 #[test]
 fn deployment_is_scheduled_scaled_healed_and_deleted() {
     let c = Cluster::start();
-    c.k.ok(&["create", "deploy", "web", "--image=hub.test.com/nginx", "--replicas=2"]);
+    c.k.ok(&[
+        "create",
+        "deploy",
+        "web",
+        "--image=hub.test.com/nginx",
+        "--replicas=2",
+    ]);
     let pods = poll("two bound web pods", WAIT, || {
         let pods = c.pods("default", "app=web");
         (pods.len() == 2 && pods.iter().all(|p| node_of(p).is_some())).then_some(pods)
@@ -171,20 +177,35 @@ fn deployment_is_scheduled_scaled_healed_and_deleted() {
     // Names: <deploy>-<pod-template-hash>-<5 random>.
     let rs = c.list("/apis/apps/v1/namespaces/default/replicasets");
     assert_eq!(rs.len(), 1);
-    let rs_name = rs[0]["metadata"]["name"].as_str().unwrap_or_default().to_string();
-    let hash = rs[0]["metadata"]["labels"]["pod-template-hash"].as_str().unwrap_or_default();
+    let rs_name = rs[0]["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let hash = rs[0]["metadata"]["labels"]["pod-template-hash"]
+        .as_str()
+        .unwrap_or_default();
     assert_eq!(rs_name, format!("web-{hash}"));
-    assert_eq!(rs[0]["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "1");
+    assert_eq!(
+        rs[0]["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "1"
+    );
     for p in &pods {
         let name = p["metadata"]["name"].as_str().unwrap_or_default();
-        assert!(name.starts_with(&format!("{rs_name}-")) && name.len() == rs_name.len() + 6, "{name}");
-        assert_eq!(p["metadata"]["ownerReferences"][0]["name"], rs_name.as_str());
+        assert!(
+            name.starts_with(&format!("{rs_name}-")) && name.len() == rs_name.len() + 6,
+            "{name}"
+        );
+        assert_eq!(
+            p["metadata"]["ownerReferences"][0]["name"],
+            rs_name.as_str()
+        );
     }
     let events = poll("Scheduled and SuccessfulCreate events", WAIT, || {
         let out = c.k.ok(&["get", "events"]);
-        (out.contains("Successfully assigned default/web-") && out.contains("Created pod: web-")
+        (out.contains("Successfully assigned default/web-")
+            && out.contains("Created pod: web-")
             && out.contains("Scaled up replica set web-"))
-            .then_some(out)
+        .then_some(out)
     });
     assert!(events.contains(" to worker0"), "{events}");
 
@@ -195,7 +216,10 @@ fn deployment_is_scheduled_scaled_healed_and_deleted() {
         c.k.ok(&["scale", "deploy", "web", "--replicas=5"]);
         poll("5 ready replicas and RS status 5", WAIT, || {
             let pods = c.pods("default", "app=web");
-            let rs = c.jsonpath(&["rs", &rs_name], "{.status.replicas}/{.status.readyReplicas}/{.status.availableReplicas}");
+            let rs = c.jsonpath(
+                &["rs", &rs_name],
+                "{.status.replicas}/{.status.readyReplicas}/{.status.availableReplicas}",
+            );
             (active(&pods).len() == 5 && pods.iter().all(ready) && rs == "5/5/5").then_some(())
         });
         let victim = c.pods("default", "app=web")[0]["metadata"]["name"]
@@ -205,17 +229,27 @@ fn deployment_is_scheduled_scaled_healed_and_deleted() {
         c.k.ok(&["delete", "pod", &victim]);
         poll("the deleted pod replaced", WAIT, || {
             let pods = c.pods("default", "app=web");
-            let names: Vec<&str> = pods.iter().filter_map(|p| p["metadata"]["name"].as_str()).collect();
-            (!names.contains(&victim.as_str()) && active(&pods).len() == 5 && pods.iter().all(ready))
-                .then_some(())
+            let names: Vec<&str> = pods
+                .iter()
+                .filter_map(|p| p["metadata"]["name"].as_str())
+                .collect();
+            (!names.contains(&victim.as_str())
+                && active(&pods).len() == 5
+                && pods.iter().all(ready))
+            .then_some(())
         });
-        let out = c.k.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+        let out =
+            c.k.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
         assert!(out.contains("successfully rolled out"), "{out}");
         let out = c.k.ok(&["get", "deploy", "web"]);
-        assert!(out.lines().nth(1).is_some_and(|l| l.contains("5/5") ), "{out}");
+        assert!(
+            out.lines().nth(1).is_some_and(|l| l.contains("5/5")),
+            "{out}"
+        );
         c.k.ok(&["delete", "deploy", "web"]);
         poll("replicasets and pods of the deployment gone", WAIT, || {
-            (c.list("/apis/apps/v1/namespaces/default/replicasets").is_empty()
+            (c.list("/apis/apps/v1/namespaces/default/replicasets")
+                .is_empty()
                 && c.pods("default", "app=web").is_empty())
             .then_some(())
         });
@@ -253,7 +287,11 @@ fn apply(c: &Cluster, yaml: &str) {
 fn images(c: &Cluster) -> BTreeSet<String> {
     active(&c.pods("default", "app=web"))
         .iter()
-        .filter_map(|p| p["spec"]["containers"][0]["image"].as_str().map(String::from))
+        .filter_map(|p| {
+            p["spec"]["containers"][0]["image"]
+                .as_str()
+                .map(String::from)
+        })
         .collect()
 }
 
@@ -263,7 +301,10 @@ fn rolling_update_bounds_status_history_undo_and_restart() {
     c.with_kubelets(|| {
         apply(&c, &WEB.replace("IMAGE", "hub.test.com/nginx:1.0"));
         c.k.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
-        assert_eq!(images(&c), BTreeSet::from(["hub.test.com/nginx:1.0".to_string()]));
+        assert_eq!(
+            images(&c),
+            BTreeSet::from(["hub.test.com/nginx:1.0".to_string()])
+        );
 
         // Watch every step of the rollover: never more than replicas+maxSurge pods, never
         // fewer than replicas-maxUnavailable ready ones.
@@ -282,24 +323,45 @@ fn rolling_update_bounds_status_history_undo_and_restart() {
                 (max_total, min_ready, samples)
             });
             apply(&c, &WEB.replace("IMAGE", "hub.test.com/nginx:2.0"));
-            let out = c.k.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+            let out =
+                c.k.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
             assert!(out.contains("successfully rolled out"), "{out}");
             stop.store(true, Ordering::SeqCst);
             watcher.join().expect("watcher")
         });
         assert!(samples > 3, "observed the rollout {samples} times");
-        assert!(max_total <= 5, "saw {max_total} pods: more than replicas + maxSurge (5)");
-        assert!(min_ready >= 3, "saw {min_ready} ready pods: fewer than replicas - maxUnavailable (3)");
+        assert!(
+            max_total <= 5,
+            "saw {max_total} pods: more than replicas + maxSurge (5)"
+        );
+        assert!(
+            min_ready >= 3,
+            "saw {min_ready} ready pods: fewer than replicas - maxUnavailable (3)"
+        );
         poll("only new pods left", WAIT, || {
             (images(&c) == BTreeSet::from(["hub.test.com/nginx:2.0".to_string()])).then_some(())
         });
-        let d = c.cp.ok("GET", "/apis/apps/v1/namespaces/default/deployments/web", None);
-        assert_eq!(d["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "2");
+        let d = c.cp.ok(
+            "GET",
+            "/apis/apps/v1/namespaces/default/deployments/web",
+            None,
+        );
+        assert_eq!(
+            d["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+            "2"
+        );
         let conds = d["status"]["conditions"].to_string();
-        assert!(conds.contains("NewReplicaSetAvailable") && conds.contains("MinimumReplicasAvailable"), "{conds}");
+        assert!(
+            conds.contains("NewReplicaSetAvailable") && conds.contains("MinimumReplicasAvailable"),
+            "{conds}"
+        );
 
         let out = c.k.ok(&["rollout", "history", "deployment/web"]);
-        let revs: Vec<&str> = out.lines().skip(2).filter_map(|l| l.split_whitespace().next()).collect();
+        let revs: Vec<&str> = out
+            .lines()
+            .skip(2)
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
         assert_eq!(revs, ["1", "2"], "{out}");
 
         c.k.ok(&["rollout", "undo", "deployment/web"]);
@@ -307,21 +369,39 @@ fn rolling_update_bounds_status_history_undo_and_restart() {
         poll("undo back to 1.0", WAIT, || {
             (images(&c) == BTreeSet::from(["hub.test.com/nginx:1.0".to_string()])).then_some(())
         });
-        assert_eq!(c.jsonpath(&["deploy", "web"], "{.spec.template.spec.containers[0].image}"), "hub.test.com/nginx:1.0");
+        assert_eq!(
+            c.jsonpath(
+                &["deploy", "web"],
+                "{.spec.template.spec.containers[0].image}"
+            ),
+            "hub.test.com/nginx:1.0"
+        );
         poll("revision 3 on the deployment", WAIT, || {
-            (c.jsonpath(&["deploy", "web"], "{.metadata.annotations.deployment\\.kubernetes\\.io/revision}") == "3").then_some(())
+            (c.jsonpath(
+                &["deploy", "web"],
+                "{.metadata.annotations.deployment\\.kubernetes\\.io/revision}",
+            ) == "3")
+                .then_some(())
         });
-        assert_eq!(c.list("/apis/apps/v1/namespaces/default/replicasets").len(), 2, "undo reuses the old ReplicaSet");
+        assert_eq!(
+            c.list("/apis/apps/v1/namespaces/default/replicasets").len(),
+            2,
+            "undo reuses the old ReplicaSet"
+        );
 
         c.k.ok(&["rollout", "restart", "deployment/web"]);
-        let out = c.k.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+        let out =
+            c.k.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
         assert!(out.contains("successfully rolled out"), "{out}");
-        assert_eq!(c.list("/apis/apps/v1/namespaces/default/replicasets").len(), 3);
+        assert_eq!(
+            c.list("/apis/apps/v1/namespaces/default/replicasets").len(),
+            3
+        );
     });
 }
 
 #[test]
-fn scheduling_constraints_unschedulable_message_and_namespace_deletion() {
+fn scheduling_constraints_and_the_unschedulable_message() {
     let c = Cluster::start();
     // Node IPAM: every node got its own /24.
     let cidrs = poll("podCIDRs on all nodes", WAIT, || {
@@ -341,7 +421,12 @@ fn scheduling_constraints_unschedulable_message_and_namespace_deletion() {
         let out = c.k.ok(&["describe", "pod", "big"]);
         (out.contains(want) && out.contains("FailedScheduling")).then_some(out)
     });
-    assert!(out.contains("PodScheduled      False") || out.contains("PodScheduled   False") || out.contains("PodScheduled False"), "{out}");
+    assert!(
+        out.contains("PodScheduled      False")
+            || out.contains("PodScheduled   False")
+            || out.contains("PodScheduled False"),
+        "{out}"
+    );
     c.add_node(node("worker03", "4", json!([])));
     poll("big bound to worker03", WAIT, || {
         (c.jsonpath(&["pod", "big"], "{.spec.nodeName}") == "worker03").then_some(())
@@ -351,40 +436,92 @@ fn scheduling_constraints_unschedulable_message_and_namespace_deletion() {
     // Cordon keeps new pods off a node.
     c.k.ok(&["cordon", "worker02"]);
     c.k.ok(&["cordon", "worker03"]);
-    c.k.ok(&["create", "deploy", "c", "--image=hub.test.com/nginx", "--replicas=3"]);
+    c.k.ok(&[
+        "create",
+        "deploy",
+        "c",
+        "--image=hub.test.com/nginx",
+        "--replicas=3",
+    ]);
     let pods = poll("three bound pods", WAIT, || {
         let pods = c.pods("default", "app=c");
         (pods.len() == 3 && pods.iter().all(|p| node_of(p).is_some())).then_some(pods)
     });
-    assert!(pods.iter().all(|p| node_of(p).as_deref() == Some("worker01")), "cordoned nodes got pods");
+    assert!(
+        pods.iter()
+            .all(|p| node_of(p).as_deref() == Some("worker01")),
+        "cordoned nodes got pods"
+    );
     c.k.ok(&["uncordon", "worker02"]);
 
     // Taints and tolerations.
     c.k.ok(&["taint", "nodes", "worker01", "dedicated=gpu:NoSchedule"]);
     c.k.ok(&["run", "plain", "--image=hub.test.com/nginx"]);
-    poll("plain on worker02", WAIT, || (c.jsonpath(&["pod", "plain"], "{.spec.nodeName}") == "worker02").then_some(()));
-    c.k.ok(&["run", "picky", "--image=hub.test.com/nginx", "--overrides", r#"{"spec":{"nodeSelector":{"kubernetes.io/hostname":"worker01"}}}"#]);
-    let msg = "0/4 nodes are available: 1 node(s) had untolerated taint {dedicated: gpu}, 1 node(s) had untolerated taint {node-role.kubernetes.io/control-plane: }, 2 node(s) didn't match Pod's node affinity/selector.";
-    poll("picky unschedulable", WAIT, || c.k.ok(&["describe", "pod", "picky"]).contains(msg).then_some(()));
+    poll("plain on worker02", WAIT, || {
+        (c.jsonpath(&["pod", "plain"], "{.spec.nodeName}") == "worker02").then_some(())
+    });
+    c.k.ok(&[
+        "run",
+        "picky",
+        "--image=hub.test.com/nginx",
+        "--overrides",
+        r#"{"spec":{"nodeSelector":{"kubernetes.io/hostname":"worker01"}}}"#,
+    ]);
+    // control: its taint; worker01: the new taint; worker02: the selector; worker03: cordoned.
+    let msg = "0/4 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, 1 node(s) had untolerated taint {dedicated: gpu}, 1 node(s) had untolerated taint {node-role.kubernetes.io/control-plane: }, 1 node(s) were unschedulable.";
+    poll("picky unschedulable", WAIT, || {
+        c.k.ok(&["describe", "pod", "picky"])
+            .contains(msg)
+            .then_some(())
+    });
     c.k.ok(&["run", "tolerant", "--image=hub.test.com/nginx", "--overrides",
         r#"{"spec":{"nodeSelector":{"kubernetes.io/hostname":"worker01"},"tolerations":[{"key":"dedicated","operator":"Equal","value":"gpu","effect":"NoSchedule"}]}}"#]);
-    poll("tolerant on worker01", WAIT, || (c.jsonpath(&["pod", "tolerant"], "{.spec.nodeName}") == "worker01").then_some(()));
+    poll("tolerant on worker01", WAIT, || {
+        (c.jsonpath(&["pod", "tolerant"], "{.spec.nodeName}") == "worker01").then_some(())
+    });
+}
 
-    // Deleting a namespace deletes its contents, then the namespace.
+#[test]
+fn deleting_a_namespace_deletes_its_contents_first() {
+    let c = Cluster::start();
     c.k.ok(&["create", "namespace", "team"]);
-    c.k.ok(&["-n", "team", "create", "deploy", "api", "--image=hub.test.com/nginx", "--replicas=2"]);
-    c.k.ok(&["-n", "team", "create", "configmap", "settings", "--from-literal=a=b"]);
+    c.k.ok(&[
+        "-n",
+        "team",
+        "create",
+        "deploy",
+        "api",
+        "--image=hub.test.com/nginx",
+        "--replicas=2",
+    ]);
+    c.k.ok(&[
+        "-n",
+        "team",
+        "create",
+        "configmap",
+        "settings",
+        "--from-literal=a=b",
+    ]);
     c.with_kubelets(|| {
         poll("team pods running", WAIT, || {
             let pods = c.pods("team", "app=api");
             (pods.len() == 2 && pods.iter().all(ready)).then_some(())
         });
-        c.k.ok(&["delete", "namespace", "team", "--timeout=60s"]);
+        c.k.ok(&["delete", "namespace", "team", "--wait=false"]);
+        // While its contents go, the namespace stays, Terminating.
+        let ns = c.cp.ok("GET", "/api/v1/namespaces/team", None);
+        assert_eq!(ns["status"]["phase"], "Terminating", "{ns}");
         poll("namespace team gone", WAIT, || {
             let (code, _) = c.cp.call("GET", "/api/v1/namespaces/team", None);
             (code == 404).then_some(())
         });
     });
-    assert!(c.list("/api/v1/namespaces/team/pods").is_empty());
-    assert!(c.list("/apis/apps/v1/namespaces/team/deployments").is_empty());
+    for path in [
+        "/api/v1/namespaces/team/pods",
+        "/api/v1/namespaces/team/configmaps",
+        "/apis/apps/v1/namespaces/team/deployments",
+        "/apis/apps/v1/namespaces/team/replicasets",
+    ] {
+        assert!(c.list(path).is_empty(), "{path} left behind");
+    }
 }

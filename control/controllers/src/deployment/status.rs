@@ -190,7 +190,7 @@ pub fn compute(
             recheck = Some((since + i64::from(deadline) - now.as_second()).max(1));
         }
     }
-    // Progressing first, like the controller writes them (kubectl prints them in order).
+    // Available first, then Progressing, in the order the real controller leaves them.
     conds.sort_by_key(|c| c.type_ != "Available");
     st.conditions = Some(conds);
     (st, recheck)
