@@ -525,3 +525,236 @@ fn deleting_a_namespace_deletes_its_contents_first() {
         assert!(c.list(path).is_empty(), "{path} left behind");
     }
 }
+
+#[test]
+fn garbage_collection_background_foreground_and_orphan() {
+    let c = Cluster::start();
+    let rs_of = |deploy: &str| {
+        c.list("/apis/apps/v1/namespaces/default/replicasets")
+            .into_iter()
+            .filter(|r| r["metadata"]["ownerReferences"][0]["name"] == deploy)
+            .collect::<Vec<_>>()
+    };
+    for d in ["fg", "orph"] {
+        c.k.ok(&[
+            "create",
+            "deploy",
+            d,
+            "--image=hub.test.com/nginx",
+            "--replicas=2",
+        ]);
+    }
+    c.with_kubelets(|| {
+        for d in ["fg", "orph"] {
+            poll("pods running", WAIT, || {
+                let pods = c.pods("default", &format!("app={d}"));
+                (pods.len() == 2 && pods.iter().all(ready)).then_some(())
+            });
+        }
+        // Foreground: the deployment stays (with the finalizer) until its pods and
+        // ReplicaSet are gone; kubectl waits for all of it.
+        c.k.ok(&[
+            "delete",
+            "deploy",
+            "fg",
+            "--cascade=foreground",
+            "--timeout=60s",
+        ]);
+        assert!(rs_of("fg").is_empty());
+        assert!(c.pods("default", "app=fg").is_empty());
+        let (code, _) = c.cp.call(
+            "GET",
+            "/apis/apps/v1/namespaces/default/deployments/fg",
+            None,
+        );
+        assert_eq!(code, 404);
+
+        // Orphan: the ReplicaSet and pods stay, without the ownerReference.
+        let rs_name = rs_of("orph")[0]["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        c.k.ok(&[
+            "delete",
+            "deploy",
+            "orph",
+            "--cascade=orphan",
+            "--timeout=60s",
+        ]);
+        let rs = c.cp.ok(
+            "GET",
+            &format!("/apis/apps/v1/namespaces/default/replicasets/{rs_name}"),
+            None,
+        );
+        assert!(
+            rs["metadata"]["ownerReferences"]
+                .as_array()
+                .is_none_or(|o| o.is_empty()),
+            "{rs}"
+        );
+        assert_eq!(c.pods("default", "app=orph").len(), 2);
+
+        // Background: deleting the (now orphaned) ReplicaSet takes its pods with it.
+        c.k.ok(&["delete", "rs", &rs_name]);
+        poll("orphaned pods collected", WAIT, || {
+            c.pods("default", "app=orph").is_empty().then_some(())
+        });
+    });
+}
+
+const DAEMON: &str = r#"
+apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: agent
+spec:
+  selector:
+    matchLabels: {app: agent}
+  template:
+    metadata:
+      labels: {app: agent}
+    spec:
+      containers:
+      - name: agent
+        image: IMAGE
+"#;
+
+#[test]
+fn daemonset_runs_one_pod_per_eligible_node_and_rolls() {
+    let c = Cluster::start();
+    c.with_kubelets(|| {
+        apply(&c, &DAEMON.replace("IMAGE", "hub.test.com/agent:1"));
+        let out = c.k.ok(&["rollout", "status", "daemonset/agent", "--timeout=60s"]);
+        assert!(out.contains("successfully rolled out"), "{out}");
+        let nodes: BTreeSet<String> = active(&c.pods("default", "app=agent")).iter().filter_map(|p| node_of(p)).collect();
+        assert_eq!(nodes, BTreeSet::from(["worker01".to_string(), "worker02".to_string()]), "not on the tainted control plane");
+        c.add_node(node("worker03", "2", json!([])));
+        poll("a pod on the new node", WAIT, || {
+            active(&c.pods("default", "app=agent")).iter().any(|p| node_of(p).as_deref() == Some("worker03")).then_some(())
+        });
+        apply(&c, &DAEMON.replace("IMAGE", "hub.test.com/agent:2"));
+        let out = c.k.ok(&["rollout", "status", "daemonset/agent", "--timeout=60s"]);
+        assert!(out.contains("successfully rolled out"), "{out}");
+        poll("every daemon pod updated", WAIT, || {
+            let pods = c.pods("default", "app=agent");
+            let live = active(&pods);
+            (live.len() == 3 && live.iter().all(|p| p["spec"]["containers"][0]["image"] == "hub.test.com/agent:2")).then_some(())
+        });
+        let st = c.jsonpath(&["ds", "agent"], "{.status.desiredNumberScheduled}/{.status.updatedNumberScheduled}/{.status.numberReady}");
+        assert_eq!(st, "3/3/3");
+    });
+}
+
+#[test]
+fn recreate_and_paused_deployments() {
+    let c = Cluster::start();
+    let yaml = WEB
+        .replace(
+            "type: RollingUpdate\n    rollingUpdate: {maxSurge: 1, maxUnavailable: 1}",
+            "type: Recreate",
+        )
+        .replace("replicas: 4", "replicas: 2");
+    c.with_kubelets(|| {
+        apply(&c, &yaml.replace("IMAGE", "hub.test.com/nginx:1.0"));
+        c.k.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+        // Recreate: no new pod exists while an old one is still there.
+        let stop = AtomicBool::new(false);
+        let mixed = std::thread::scope(|s| {
+            let w = s.spawn(|| {
+                let mut mixed = false;
+                while !stop.load(Ordering::SeqCst) {
+                    let imgs: BTreeSet<String> = c
+                        .pods("default", "app=web")
+                        .iter()
+                        .filter_map(|p| {
+                            p["spec"]["containers"][0]["image"]
+                                .as_str()
+                                .map(String::from)
+                        })
+                        .collect();
+                    mixed |= imgs.len() > 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                mixed
+            });
+            apply(&c, &yaml.replace("IMAGE", "hub.test.com/nginx:2.0"));
+            c.k.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+            stop.store(true, Ordering::SeqCst);
+            w.join().expect("watcher")
+        });
+        assert!(!mixed, "old and new pods existed together under Recreate");
+        assert_eq!(
+            images(&c),
+            BTreeSet::from(["hub.test.com/nginx:2.0".to_string()])
+        );
+
+        // Paused: a template change makes no new ReplicaSet until resumed.
+        c.k.ok(&["rollout", "pause", "deployment/web"]);
+        c.k.ok(&[
+            "set",
+            "image",
+            "deployment/web",
+            "nginx=hub.test.com/nginx:3.0",
+        ]);
+        poll("paused condition", WAIT, || {
+            c.jsonpath(
+                &["deploy", "web"],
+                "{.status.conditions[?(@.type==\"Progressing\")].reason}",
+            )
+            .contains("DeploymentPaused")
+            .then_some(())
+        });
+        assert_eq!(
+            c.list("/apis/apps/v1/namespaces/default/replicasets").len(),
+            2
+        );
+        c.k.ok(&["rollout", "resume", "deployment/web"]);
+        c.k.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+        poll("3.0 rolled out", WAIT, || {
+            (images(&c) == BTreeSet::from(["hub.test.com/nginx:3.0".to_string()])).then_some(())
+        });
+    });
+}
+
+#[test]
+fn expired_bootstrap_tokens_are_deleted() {
+    let c = Cluster::start();
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let token = |id: &str, exp: &str| {
+        json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "bootstrap.kubernetes.io/token",
+            "metadata": {"name": format!("bootstrap-token-{id}"), "namespace": "kube-system"},
+            "data": {"token-id": b64(id), "token-secret": b64("0123456789abcdef"), "expiration": b64(exp),
+                     "usage-bootstrap-authentication": b64("true")}
+        })
+    };
+    let past = (chrono::Utc::now() - chrono::Duration::hours(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let soon = (chrono::Utc::now() + chrono::Duration::seconds(3))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    for (id, exp) in [("aaaaaa", &past), ("bbbbbb", &soon), ("cccccc", &later)] {
+        c.cp.ok(
+            "POST",
+            "/api/v1/namespaces/kube-system/secrets",
+            Some(&token(id, exp)),
+        );
+    }
+    let gone = |id: &str| {
+        c.cp.call(
+            "GET",
+            &format!("/api/v1/namespaces/kube-system/secrets/bootstrap-token-{id}"),
+            None,
+        )
+        .0 == 404
+    };
+    poll("the expired token deleted", WAIT, || {
+        gone("aaaaaa").then_some(())
+    });
+    poll("the token expiring in 3 s deleted", WAIT, || {
+        gone("bbbbbb").then_some(())
+    });
+    assert!(!gone("cccccc"), "a valid token was deleted");
+}
