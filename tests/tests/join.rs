@@ -47,16 +47,25 @@ fn ready_status(k: &NsKubectl, node: &str) -> Option<String> {
 }
 
 fn wait_ready(k: &NsKubectl, node: &str, want: &str, agent: &mut LabProcess, secs: u64) {
-    poll(
-        &format!("node {node} Ready={want}"),
-        Duration::from_secs(secs),
-        || {
-            if want == "True" && !agent.is_running() {
-                panic!("the agent of {node} exited:\n{}", agent.log_text());
-            }
-            (ready_status(k, node).as_deref() == Some(want)).then_some(())
-        },
-    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if want == "True" && !agent.is_running() {
+            panic!("the agent of {node} exited:\n{}", agent.log_text());
+        }
+        let got = ready_status(k, node);
+        if got.as_deref() == Some(want) {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            let log = agent.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            panic!(
+                "timed out after {secs}s waiting for node {node} Ready={want} (now {got:?}); agent log ends:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 fn taint_keys(k: &NsKubectl, node: &str) -> String {
