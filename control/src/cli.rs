@@ -85,6 +85,8 @@ pub async fn init(opts: &InitOptions) -> Result<String> {
         compact_keep: 10_000,
         compact_interval_seconds: 300,
         default_toleration_seconds: 300,
+        node_monitor_grace_period_seconds: 40,
+        node_monitor_period_seconds: 5,
     };
     let service_ip = apiserver::subresources::first_service_ip(cfg.service_cidr);
     let server_url = crate::tokens::server_url(&settings(&cfg, String::new()));
@@ -189,6 +191,7 @@ pub async fn serve(dir: &Path, listen: Option<String>, controllers: bool) -> Res
             dir.to_path_buf(),
             port,
             cfg.clone(),
+            Arc::new(ca),
             stop_rx.clone(),
         ))
     });
@@ -218,6 +221,7 @@ async fn run_controllers(
     dir: PathBuf,
     port: u16,
     cfg: ClusterConfig,
+    ca: Arc<pki::Ca>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let client = async {
@@ -243,10 +247,20 @@ async fn run_controllers(
         cluster_cidr: cfg.cluster_cidr.to_string(),
         node_cidr_mask: 24,
     };
-    keel_controllers::run(client, config, async move {
-        let _ = stop.wait_for(|s| *s).await;
-    })
-    .await;
+    let node_settings = crate::nodes::NodeSettings {
+        monitor_grace: std::time::Duration::from_secs(cfg.node_monitor_grace_period_seconds.max(1)),
+        monitor_period: std::time::Duration::from_secs(cfg.node_monitor_period_seconds.max(1)),
+        cert_days: 365,
+    };
+    let mut stop2 = stop.clone();
+    tokio::join!(
+        keel_controllers::run(client.clone(), config, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }),
+        crate::nodes::run(client, ca, node_settings, async move {
+            let _ = stop2.wait_for(|s| *s).await;
+        }),
+    );
 }
 
 async fn shutdown_signal() {

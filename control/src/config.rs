@@ -21,6 +21,11 @@ pub struct ClusterConfig {
     pub compact_interval_seconds: u64,
     #[serde(default = "default_toleration")]
     pub default_toleration_seconds: i64,
+    /// A node without a lease renewal for this long becomes Unknown (kube's default 40 s).
+    #[serde(default = "default_grace")]
+    pub node_monitor_grace_period_seconds: u64,
+    #[serde(default = "default_monitor_period")]
+    pub node_monitor_period_seconds: u64,
 }
 
 fn default_keep() -> i64 {
@@ -29,6 +34,14 @@ fn default_keep() -> i64 {
 
 fn default_compact_interval() -> u64 {
     300
+}
+
+fn default_grace() -> u64 {
+    40
+}
+
+fn default_monitor_period() -> u64 {
+    5
 }
 
 fn default_toleration() -> i64 {

@@ -7,6 +7,7 @@
 pub mod apiserver;
 pub mod cli;
 pub mod config;
+pub mod nodes;
 pub mod pki;
 pub mod store;
 pub mod system;

@@ -117,13 +117,30 @@ pub struct Attributes<'a> {
     pub subresource: Option<&'a str>,
     pub namespace: Option<&'a str>,
     pub name: Option<&'a str>,
+    /// The `spec.nodeName=` term of the request's field selector, if any.
+    pub node_selector: Option<&'a str>,
 }
 
-pub fn authorize(user: &User, a: &Attributes<'_>) -> ApiResult<()> {
+impl User {
+    /// The node name of a node identity (`system:node:<name>` in group `system:nodes`).
+    pub fn node_name(&self) -> Option<&str> {
+        self.name
+            .strip_prefix("system:node:")
+            .filter(|n| !n.is_empty() && self.in_group("system:nodes"))
+    }
+}
+
+pub async fn authorize(api: &ApiServer, user: &User, a: &Attributes<'_>) -> ApiResult<()> {
     if user.in_group("system:masters") {
         return Ok(());
     }
     let plural = a.resource.map(|r| r.plural).unwrap_or_default();
+    if let Some(node) = user.node_name() {
+        return match node_rule(api, node, plural, a).await? {
+            None => Ok(()),
+            Some(why) => Err(forbidden(user, a, Some(&why))),
+        };
+    }
     let allowed = match (plural, a.verb) {
         ("certificatesigningrequests", "create" | "get" | "list" | "watch") => {
             user.in_group("system:bootstrappers")
@@ -136,10 +153,170 @@ pub fn authorize(user: &User, a: &Attributes<'_>) -> ApiResult<()> {
     if allowed {
         return Ok(());
     }
-    Err(forbidden(user, a))
+    Err(forbidden(user, a, None))
 }
 
-pub fn forbidden(user: &User, a: &Attributes<'_>) -> ApiError {
+fn read(verb: &str) -> bool {
+    matches!(verb, "get" | "list" | "watch")
+}
+
+/// The Node authorizer: what `system:node:<node>` may do. Returns None when allowed, else
+/// the reason for the denial.
+async fn node_rule(
+    api: &ApiServer,
+    node: &str,
+    plural: &str,
+    a: &Attributes<'_>,
+) -> ApiResult<Option<String>> {
+    let own = a.name == Some(node);
+    let ok = match (plural, a.subresource, a.verb) {
+        ("nodes", None | Some("status"), v) if read(v) => true,
+        ("nodes", None, "create") => true, // the name is checked by node_restriction
+        ("nodes", None | Some("status"), "update" | "patch") => own,
+        ("leases", None, v) if a.namespace == Some("kube-node-lease") => v == "create" || own,
+        ("services" | "endpoints" | "endpointslices" | "namespaces", None, v) => read(v),
+        ("events", None, "create" | "update" | "patch") => true,
+        ("certificatesigningrequests", None, "create" | "get" | "list" | "watch") => true,
+        ("pods", None, "list" | "watch") => a.node_selector == Some(node),
+        ("pods", None | Some("status"), "get" | "update" | "patch" | "delete") => {
+            let (Some(ns), Some(name)) = (a.namespace, a.name) else {
+                return Ok(Some(
+                    "no relationship found between node and this object".into(),
+                ));
+            };
+            bound_to(api, ns, name).await?.as_deref() == Some(node)
+        }
+        ("configmaps" | "secrets", None, "get") => {
+            let (Some(ns), Some(name)) = (a.namespace, a.name) else {
+                return Ok(Some(
+                    "no relationship found between node and this object".into(),
+                ));
+            };
+            referenced_by_node_pod(api, node, plural, ns, name).await?
+        }
+        _ => false,
+    };
+    Ok((!ok).then(|| match (plural, a.verb) {
+        ("pods", "list" | "watch") => format!(
+            "node '{node}' may only list and watch pods with fieldSelector spec.nodeName={node}"
+        ),
+        _ => format!("no relationship found between node '{node}' and this object"),
+    }))
+}
+
+async fn stored(api: &ApiServer, key: &str) -> ApiResult<Option<Value>> {
+    match api.store.get(key).await.map_err(ApiError::internal)? {
+        Some(kv) => Ok(serde_json::from_slice(&kv.value).ok()),
+        None => Ok(None),
+    }
+}
+
+async fn bound_to(api: &ApiServer, ns: &str, name: &str) -> ApiResult<Option<String>> {
+    let pod = stored(api, &format!("/registry/core/pods/{ns}/{name}")).await?;
+    Ok(pod.and_then(|p| {
+        p.pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    }))
+}
+
+/// Whether a pod bound to `node` names this ConfigMap/Secret (volumes, env, envFrom,
+/// imagePullSecrets), as the Node authorizer's graph does.
+async fn referenced_by_node_pod(
+    api: &ApiServer,
+    node: &str,
+    plural: &str,
+    ns: &str,
+    name: &str,
+) -> ApiResult<bool> {
+    let pods = api
+        .store
+        .list(&format!("/registry/core/pods/{ns}/"), None, 0)
+        .await
+        .map_err(ApiError::internal)?;
+    let (vol_key, ref_key, env_key) = if plural == "secrets" {
+        ("secret", "secretName", "secretKeyRef")
+    } else {
+        ("configMap", "name", "configMapKeyRef")
+    };
+    let names = |v: Option<&Value>| v.and_then(Value::as_str) == Some(name);
+    for kv in pods.items {
+        let Ok(pod) = serde_json::from_slice::<Value>(&kv.value) else {
+            continue;
+        };
+        if pod.pointer("/spec/nodeName").and_then(Value::as_str) != Some(node) {
+            continue;
+        }
+        let spec = &pod["spec"];
+        let vols = spec["volumes"].as_array().into_iter().flatten();
+        let in_volumes = vols
+            .clone()
+            .any(|v| names(v.get(vol_key).and_then(|s| s.get(ref_key))))
+            || vols
+                .flat_map(|v| {
+                    v.pointer("/projected/sources")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                })
+                .any(|src| names(src.get(vol_key).and_then(|s| s.get("name"))));
+        let containers = ["containers", "initContainers"]
+            .into_iter()
+            .flat_map(|l| spec[l].as_array().into_iter().flatten());
+        let in_env = containers.clone().any(|c| {
+            c["env"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|e| names(e.pointer(&format!("/valueFrom/{env_key}/name"))))
+                || c["envFrom"].as_array().into_iter().flatten().any(|e| {
+                    names(
+                        e.get(if plural == "secrets" {
+                            "secretRef"
+                        } else {
+                            "configMapRef"
+                        })
+                        .and_then(|r| r.get("name")),
+                    )
+                })
+        });
+        let pull = plural == "secrets"
+            && spec["imagePullSecrets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|s| names(s.get("name")));
+        if in_volumes || in_env || pull {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// NodeRestriction admission: a node may create only its own Node and Lease.
+pub fn node_restriction(user: &User, r: &Resource, obj: &Value) -> ApiResult<()> {
+    let Some(node) = user.node_name() else {
+        return Ok(());
+    };
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if matches!(r.kind, "Node" | "Lease") && name != node {
+        return Err(ApiError::Forbidden {
+            message: format!(
+                "{} \"{name}\" is forbidden: node \"{node}\" is not allowed to modify {} {name}",
+                r.plural,
+                r.kind.to_lowercase()
+            ),
+            kind: r.plural.into(),
+            name: name.into(),
+        });
+    }
+    Ok(())
+}
+
+pub fn forbidden(user: &User, a: &Attributes<'_>, why: Option<&str>) -> ApiError {
     let Some(r) = a.resource else {
         return ApiError::Forbidden {
             message: format!(
@@ -162,9 +339,10 @@ pub fn forbidden(user: &User, a: &Attributes<'_>) -> ApiError {
         Some(n) => format!("{} \"{n}\"", super::error::qualified(r.plural, r.group)),
         None => super::error::qualified(r.plural, r.group),
     };
+    let why = why.map(|w| format!(": {w}")).unwrap_or_default();
     ApiError::Forbidden {
         message: format!(
-            "{what} is forbidden: User \"{}\" cannot {} resource \"{resource}\" in API group \"{}\" {scope}",
+            "{what} is forbidden: User \"{}\" cannot {} resource \"{resource}\" in API group \"{}\" {scope}{why}",
             user.name, a.verb, r.group
         ),
         kind: r.plural.to_string(),

@@ -179,7 +179,9 @@ pub async fn dispatch(api: &ApiServer, req: Request) -> ApiResult<Reply> {
                 subresource: None,
                 namespace: None,
                 name: None,
+                node_selector: None,
             },
+            None,
         )
     };
     let server_address = format!("{}:{}", api.settings.advertise_address, api.settings.port);
@@ -246,7 +248,12 @@ pub async fn dispatch(api: &ApiServer, req: Request) -> ApiResult<Reply> {
         (&http::Method::DELETE, false) => "deletecollection",
         _ => return Err(ApiError::MethodNotAllowed),
     };
+    let node_selector = req
+        .param("fieldSelector")
+        .and_then(|f| FieldSelector::parse(f, "Pod").ok())
+        .and_then(|f| f.equals("spec.nodeName").map(str::to_string));
     auth::authorize(
+        api,
         &req.user,
         &Attributes {
             verb,
@@ -254,8 +261,10 @@ pub async fn dispatch(api: &ApiServer, req: Request) -> ApiResult<Reply> {
             subresource: target.sub.as_deref(),
             namespace: target.namespace.as_deref(),
             name: target.name.as_deref(),
+            node_selector: node_selector.as_deref(),
         },
-    )?;
+    )
+    .await?;
     if let Some(sub) = target.sub.clone() {
         return subresources::handle(api, &req, &target, &sub, verb).await;
     }
@@ -483,6 +492,7 @@ pub async fn create(
             }],
         ));
     }
+    auth::node_restriction(user, r, obj)?;
     let ns = obj
         .pointer("/metadata/namespace")
         .and_then(Value::as_str)
