@@ -103,7 +103,7 @@ pub async fn run(layout: &Layout) -> Result<(), RunError> {
     }
 }
 
-/// Registers (retrying) and then runs the heartbeat loops forever.
+/// Registers (retrying) and runs the heartbeat loops until the Node object disappears.
 async fn serve(ctx: NodeContext) {
     let mut backoff = Duration::from_millis(500);
     let uid = loop {
@@ -116,7 +116,10 @@ async fn serve(ctx: NodeContext) {
             }
         }
     };
-    tokio::join!(ctx.lease_loop(uid), ctx.status_loop());
+    tokio::select! {
+        () = ctx.lease_loop(uid) => {}
+        () = ctx.status_loop() => {}
+    }
 }
 
 /// Requests a new certificate as the node; on failure keeps the old one and retries in a minute.

@@ -148,6 +148,7 @@ pub struct Lab {
     pub id: String,
     machines: Vec<Machine>,
     bridge: Netns,
+    nat_bridge: bool,
 }
 
 impl Lab {
@@ -163,6 +164,7 @@ impl Lab {
             id,
             machines: Vec::new(),
             bridge,
+            nat_bridge: false,
         }
     }
 
@@ -215,6 +217,33 @@ impl Lab {
             ns,
         });
         self.machines.last().expect("just pushed")
+    }
+
+    /// Gives machine `name` a second interface `eth0` with 10.0.2.15/24 and the default route
+    /// via 10.0.2.2, like VirtualBox's NAT adapter: the same address on every machine.
+    pub fn add_nat(&mut self, name: &str) {
+        let br = &self.bridge.name;
+        if !self.nat_bridge {
+            ip(&["-n", br, "link", "add", "brnat", "type", "bridge"]);
+            ip(&["-n", br, "link", "set", "brnat", "up"]);
+            self.nat_bridge = true;
+        }
+        let ns = self.machine(name).ns.name.clone();
+        let port = format!("n-{name}");
+        assert!(
+            port.len() <= 15,
+            "machine name {name} is too long for a veth name"
+        );
+        ip(&[
+            "-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", &port, "netns", br,
+        ]);
+        ip(&["-n", br, "link", "set", &port, "master", "brnat"]);
+        ip(&["-n", br, "link", "set", &port, "up"]);
+        ip(&["-n", &ns, "addr", "add", "10.0.2.15/24", "dev", "eth0"]);
+        ip(&["-n", &ns, "link", "set", "eth0", "up"]);
+        ip(&[
+            "-n", &ns, "route", "add", "default", "via", "10.0.2.2", "dev", "eth0",
+        ]);
     }
 
     pub fn machine(&self, name: &str) -> &Machine {

@@ -78,6 +78,9 @@ fn workers_join_show_ready_and_recover_after_an_outage() {
     lab.add_machine("master", 10);
     lab.add_machine("node01", 11);
     lab.add_machine("node02", 12);
+    // Both workers also have the NAT address every Vagrant VM shares, with the default route.
+    lab.add_nat("node01");
+    lab.add_nat("node02");
     let cp = LabControl::start(&lab, "master", |cfg| {
         cfg["nodeMonitorGracePeriodSeconds"] = GRACE_SECONDS.into();
     });
@@ -154,6 +157,14 @@ fn workers_join_show_ready_and_recover_after_an_outage() {
     let mut expected: Vec<&[&str]> = vec![&header];
     expected.extend(refs.iter().map(Vec::as_slice));
     assert_table(&admin.ok(&["get", "nodes", "-o", "wide"]), &expected);
+
+    // The InternalIP is the address that routes to the control plane, and the choice is
+    // logged with a warning naming the other address.
+    let log = w1.log_text();
+    assert!(
+        log.contains("10.0.2.15") && log.contains("--node-ip"),
+        "{log}"
+    );
 
     // Role taint, labels, lease, node IPAM.
     assert!(taint_keys(&admin, "master").contains("node-role.kubernetes.io/control-plane"));

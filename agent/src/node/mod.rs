@@ -192,7 +192,8 @@ impl NodeContext {
     }
 
     /// Posts status whenever it differs from the server's copy (which the node lifecycle
-    /// controller may have changed to Unknown), and every 5 minutes regardless.
+    /// controller may have changed to Unknown), and every 5 minutes regardless. Returns when
+    /// the Node object is gone, so the caller registers it again.
     pub async fn status_loop(&self) {
         let api: Api<Node> = Api::all(self.client.clone());
         let mut last_post = Instant::now();
@@ -200,6 +201,10 @@ impl NodeContext {
             tokio::time::sleep(STATUS_CHECK).await;
             let current = match api.get(&self.config.node_name).await {
                 Ok(n) => n,
+                Err(kube::Error::Api(s)) if s.code == 404 => {
+                    tracing::warn!(node = %self.config.node_name, "the node object was deleted; registering again");
+                    return;
+                }
                 Err(e) => {
                     tracing::warn!(node = %self.config.node_name, error = ?classify(&e), "reading the node object failed");
                     continue;
