@@ -1,0 +1,1 @@
+//! keel-dns (being built).

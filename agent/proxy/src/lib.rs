@@ -1,0 +1,1 @@
+//! keel-proxy (being built).
