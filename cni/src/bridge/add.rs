@@ -110,25 +110,29 @@ fn build(
         mtu: c.mtu,
         master: br_index,
     };
-    match host.add_veth(&spec) {
+    let echoed = match host.add_veth(&spec) {
         Err(e) if e.errno() == Some(Errno::EEXIST) => {
             // A leftover host end of this very (containerID, ifname): replace it.
             if let Some(old) = host.link_by_name(&host_name).map_err(kernel)? {
                 host.del_link(old.index).map_err(kernel)?;
             }
-            host.add_veth(&spec).map_err(kernel)?;
+            host.add_veth(&spec).map_err(kernel)?
         }
         r => r.map_err(kernel)?,
-    }
-    let veth = host
-        .link_by_name(&host_name)
-        .map_err(kernel)?
-        .ok_or_else(|| {
-            CniError::new(
-                KERNEL_FAILURE,
-                format!("veth {host_name} vanished after creation"),
-            )
-        })?;
+    };
+    // Kernels without NLM_F_ECHO for RTM_NEWLINK (before 6.3) need a lookup.
+    let veth = match echoed {
+        Some(l) => l,
+        None => host
+            .link_by_name(&host_name)
+            .map_err(kernel)?
+            .ok_or_else(|| {
+                CniError::new(
+                    KERNEL_FAILURE,
+                    format!("veth {host_name} vanished after creation"),
+                )
+            })?,
+    };
     undo.veth = Some(veth.index);
     trace::mark("veth");
     if c.hairpin_mode {

@@ -22,6 +22,8 @@ const IFLA_LINKINFO: u16 = 18;
 const IFLA_AF_SPEC: u16 = 26;
 const IFLA_NET_NS_FD: u16 = 28;
 const IFLA_EXT_MASK: u16 = 29;
+const IFLA_NUM_TX_QUEUES: u16 = 31;
+const IFLA_NUM_RX_QUEUES: u16 = 32;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
 const VETH_INFO_PEER: u16 = 1;
@@ -172,13 +174,25 @@ impl Socket {
     }
 
     /// Creates a veth pair in one request: the host end up and enslaved to `master`, the peer
-    /// named and placed in the pod namespace (down; the caller brings it up there).
-    pub fn add_veth(&mut self, v: &VethSpec<'_>) -> Result<()> {
-        let mut m = Msg::new(RTM_NEWLINK, change_flags(NLM_F_CREATE | NLM_F_EXCL))
-            .raw(&ifinfomsg(0, 0, IFF_UP, IFF_UP))
-            .str(IFLA_IFNAME, v.host_name)
-            .attr(IFLA_ADDRESS, &v.host_mac)
-            .u32(IFLA_MASTER, v.master);
+    /// named and placed in the pod namespace (down; the caller brings it up there). Returns the
+    /// host end as the kernel echoes it (`NLM_F_ECHO`), when it does.
+    ///
+    /// Both ends get one tx and one rx queue explicitly: without `IFLA_NUM_*_QUEUES`,
+    /// `veth_init_queues()` shrinks the per-CPU default to one queue after registration, and
+    /// each shrink waits for an expedited RCU grace period (`netif_set_real_num_tx_queues`).
+    /// Asking for the GETLINK-free echo likewise avoids `rtnl_getlink()`'s linkwatch sync,
+    /// which waits for another one on a link whose carrier just changed.
+    pub fn add_veth(&mut self, v: &VethSpec<'_>) -> Result<Option<Link>> {
+        let mut m = Msg::new(
+            RTM_NEWLINK,
+            change_flags(NLM_F_CREATE | NLM_F_EXCL | super::NLM_F_ECHO),
+        )
+        .raw(&ifinfomsg(0, 0, IFF_UP, IFF_UP))
+        .str(IFLA_IFNAME, v.host_name)
+        .attr(IFLA_ADDRESS, &v.host_mac)
+        .u32(IFLA_MASTER, v.master)
+        .u32(IFLA_NUM_TX_QUEUES, 1)
+        .u32(IFLA_NUM_RX_QUEUES, 1);
         if let Some(mtu) = v.mtu {
             m = m.u32(IFLA_MTU, mtu);
         }
@@ -191,13 +205,18 @@ impl Socket {
             .raw(&ifinfomsg(0, 0, 0, 0))
             .str(IFLA_IFNAME, v.peer_name)
             .attr(IFLA_ADDRESS, &v.peer_mac)
-            .u32(IFLA_NET_NS_FD, v.peer_netns.as_raw_fd() as u32);
+            .u32(IFLA_NET_NS_FD, v.peer_netns.as_raw_fd() as u32)
+            .u32(IFLA_NUM_TX_QUEUES, 1)
+            .u32(IFLA_NUM_RX_QUEUES, 1);
         if let Some(mtu) = v.mtu {
             m = m.u32(IFLA_MTU, mtu);
         }
         m = m.end().end().end();
-        self.request(m, &format!("create veth {} / {}", v.host_name, v.peer_name))
-            .map(drop)
+        let replies = self.request(m, &format!("create veth {} / {}", v.host_name, v.peer_name))?;
+        Ok(replies
+            .iter()
+            .filter_map(|r| parse_link(r))
+            .find(|l| l.name == v.host_name))
     }
 
     /// Sets or clears `flags` (within `change`) on a link.
