@@ -278,7 +278,14 @@ impl LabControl {
             m.ns.command(workspace_bin("keel-control"))
                 .args(["init", "--data-dir"])
                 .arg(&data)
-                .args(["--advertise-address", &m.ip, "--listen", &server])
+                // All addresses of the machine's namespace, as kubeadm does: keel-control's
+                // in-process controllers reach the API on 127.0.0.1.
+                .args([
+                    "--advertise-address",
+                    &m.ip,
+                    "--listen",
+                    &format!("0.0.0.0:{API_PORT}"),
+                ])
                 .output()
                 .expect("run keel-control init");
         assert!(
