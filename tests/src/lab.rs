@@ -411,12 +411,17 @@ pub fn agent_command(m: &Machine, args: &[&str]) -> Command {
 
 /// Runs a `keel-agent join` that must fail within `timeout`; returns its stderr.
 pub fn join_fails(m: &Machine, args: &[&str], timeout: Duration) -> String {
-    let mut c = agent_command(m, args);
-    let mut child = c
+    fails_within(agent_command(m, args), timeout)
+}
+
+/// Runs `cmd`, which must exit unsuccessfully within `timeout`; returns its stderr.
+pub fn fails_within(mut cmd: Command, timeout: Duration) -> String {
+    let what = format!("{cmd:?}");
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start keel-agent");
+        .unwrap_or_else(|e| panic!("starting {what}: {e}"));
     let deadline = Instant::now() + timeout;
     loop {
         if let Ok(Some(_)) = child.try_wait() {
@@ -426,8 +431,7 @@ pub fn join_fails(m: &Machine, args: &[&str], timeout: Duration) -> String {
             let _ = child.kill();
             let out = child.wait_with_output().expect("output");
             panic!(
-                "keel-agent {} did not fail within {timeout:?}; stderr:\n{}",
-                args.join(" "),
+                "{what} did not fail within {timeout:?}; stderr:\n{}",
                 String::from_utf8_lossy(&out.stderr)
             );
         }
@@ -436,8 +440,7 @@ pub fn join_fails(m: &Machine, args: &[&str], timeout: Duration) -> String {
     let out = child.wait_with_output().expect("output");
     assert!(
         !out.status.success(),
-        "keel-agent {} succeeded but should have failed",
-        args.join(" ")
+        "{what} succeeded but should have failed"
     );
     String::from_utf8_lossy(&out.stderr).into_owned()
 }

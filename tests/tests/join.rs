@@ -4,8 +4,8 @@
 
 use keel_tests::kubectl::assert_table;
 use keel_tests::lab::{
-    Lab, LabControl, LabProcess, Machine, NsKubectl, agent_command, error_line, host_os_and_kernel,
-    join_fails,
+    Lab, LabControl, LabProcess, Machine, NsKubectl, agent_command, error_line, fails_within,
+    host_os_and_kernel, join_fails,
 };
 use keel_tests::poll;
 use serde_json::Value;
@@ -373,6 +373,19 @@ fn join_failures_say_why() {
         "{e}"
     );
 
+    // A clock years behind: the cluster CA is not valid yet (libfaketime shifts the wall clock).
+    assert!(
+        std::path::Path::new("/usr/bin/faketime").exists(),
+        "faketime is missing: apt-get install -y faketime"
+    );
+    let mut cmd = w2.ns.command("faketime");
+    cmd.env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .arg("2020-01-01 00:00:00")
+        .arg(keel_tests::workspace_bin("keel-agent"))
+        .args(base(&cp.server, &token, &hash));
+    let e = error_line(&fails_within(cmd, t));
+    assert!(e.contains("clock skew") && e.contains("2020-01-01"), "{e}");
+
     // A failed join leaves nothing behind.
     assert!(
         !PathBuf::from(&root).exists(),
@@ -396,4 +409,41 @@ fn join_failures_say_why() {
         "{e}"
     );
     assert_eq!(ready_status(&admin, "shared").as_deref(), Some("True"));
+}
+
+#[test]
+fn join_to_something_that_is_not_an_api_server() {
+    // A plain-HTTP listener on loopback (no lab needed): the TLS handshake cannot succeed.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut s in listener.incoming().flatten() {
+            let mut buf = [0u8; 512];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello");
+        }
+    });
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut cmd = std::process::Command::new(keel_tests::workspace_bin("keel-agent"));
+    cmd.args([
+        "join",
+        &format!("127.0.0.1:{port}"),
+        "--token",
+        "abcdef.0123456789abcdef",
+        "--discovery-token-ca-cert-hash",
+        &format!("sha256:{}", "0".repeat(64)),
+        "--node-name",
+        "nothing",
+        "--root-dir",
+    ])
+    .arg(root.path().join("agent"));
+    let e = error_line(&fails_within(cmd, Duration::from_secs(60)));
+    assert!(
+        e.contains(&format!(
+            "127.0.0.1:{port} answered but is not a Kubernetes API server"
+        )),
+        "{e}"
+    );
+    assert!(!root.path().join("agent").exists());
 }
