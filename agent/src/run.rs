@@ -48,8 +48,9 @@ async fn shutdown_signal() -> Result<(), RunError> {
     Ok(())
 }
 
-/// Runs until a signal arrives.
-pub async fn run(layout: &Layout) -> Result<(), RunError> {
+/// Runs until a signal arrives. `renew_after` moves the first certificate renewal to that long
+/// after start (a test and operations knob: renew now without waiting for 70% of a year).
+pub async fn run(layout: &Layout, mut renew_after: Option<Duration>) -> Result<(), RunError> {
     let config = AgentConfig::load(layout)?;
     let host = HostRoot::real();
     let choice = node::host::choose_ip(config.node_ip, &config.server, &host)
@@ -74,7 +75,10 @@ pub async fn run(layout: &Layout) -> Result<(), RunError> {
                 at: fmt_time(na),
             });
         }
-        let due = renew_at(nb, na, rand::random::<f64>());
+        let due = match renew_after.take() {
+            Some(d) => now + d.as_secs() as i64,
+            None => renew_at(nb, na, rand::random::<f64>()),
+        };
         tracing::info!(expires = %fmt_time(na), renew_at = %fmt_time(due), "node client certificate loaded");
         let client = client::from_kubeconfig(&layout.kubeconfig()).await?;
         let kubelet_version = match client.apiserver_version().await {

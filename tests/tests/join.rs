@@ -92,7 +92,14 @@ fn workers_join_show_ready_and_recover_after_an_outage() {
         "master",
         &["--control-plane"],
     );
-    let mut w1 = join(&lab, &cp, lab.machine("node01"), "node01", &[]);
+    // node01 renews its client certificate 5 s after start, as itself.
+    let mut w1 = join(
+        &lab,
+        &cp,
+        lab.machine("node01"),
+        "node01",
+        &["--renew-certificate-after", "5"],
+    );
     let mut w2 = join(
         &lab,
         &cp,
@@ -200,6 +207,27 @@ fn workers_join_show_ready_and_recover_after_an_outage() {
         );
         assert_eq!(mode & 0o777, 0o600, "node.key of {n}");
     }
+
+    // Certificate rotation: a CSR from system:node:node01 itself is approved and signed, and
+    // the agent saved that certificate.
+    let crt_path = root_dir(&lab, "node01").join("pki/node.crt");
+    poll(
+        "node01 to rotate its certificate",
+        Duration::from_secs(60),
+        || {
+            let csrs: Value =
+                serde_json::from_str(&admin.ok(&["get", "csr", "-o", "json"])).ok()?;
+            let saved = std::fs::read(&crt_path).ok()?;
+            csrs["items"].as_array()?.iter().find_map(|c| {
+                let by_node = c["spec"]["username"] == "system:node:node01";
+                let cert = c["status"]["certificate"].as_str()?;
+                let pem = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, cert)
+                    .ok()?;
+                (by_node && pem == saved).then_some(())
+            })
+        },
+    );
+    wait_ready(&admin, "node01", "True", &mut w1, 30);
 
     // A node's certificate may not touch another node or read a pod bound elsewhere.
     let as_w1 = NsKubectl::new(
