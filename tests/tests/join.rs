@@ -163,7 +163,9 @@ fn workers_join_show_ready_and_recover_after_an_outage() {
         .collect();
     let mut expected: Vec<&[&str]> = vec![&header];
     expected.extend(refs.iter().map(Vec::as_slice));
-    assert_table(&admin.ok(&["get", "nodes", "-o", "wide"]), &expected);
+    let wide = admin.ok(&["get", "nodes", "-o", "wide"]);
+    eprintln!("kubectl get nodes -o wide:\n{wide}");
+    assert_table(&wide, &expected);
 
     // The InternalIP is the address that routes to the control plane, and the choice is
     // logged with a warning naming the other address.
@@ -433,7 +435,9 @@ fn join_failures_say_why() {
     args.extend(["--node-name", "shared", "--root-dir", &shared_root].map(str::to_string));
     let e = run(args);
     assert!(
-        e.contains("node name shared is already registered by another live machine"),
+        e.contains("denied the certificate for node shared")
+            && e.contains("already registered by another live machine")
+            && e.contains("--node-name"),
         "{e}"
     );
     assert_eq!(ready_status(&admin, "shared").as_deref(), Some("True"));

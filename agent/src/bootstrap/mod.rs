@@ -46,9 +46,8 @@ pub enum JoinError {
     Token { id: String, detail: String },
     #[error("clock skew: {detail}; {FIX_CLOCK}")]
     Clock { detail: String },
-    #[error(
-        "node name {node} is already registered by another live machine: {message}; choose another --node-name, or stop the agent that uses it and `kubectl delete node {node}` first"
-    )]
+    /// The approver's message says why (a live machine holds the name, or an admin denied it).
+    #[error("the control plane denied the certificate for node {node}: {message}")]
     NodeTaken { node: String, message: String },
     #[error("the control plane refused this node's certificate request: {0}")]
     Csr(csr::CsrError),
@@ -243,7 +242,13 @@ fn csr_error(server: &str, id: &str, node: &str, e: csr::CsrError) -> JoinError 
         }
         csr::CsrError::Denied { message, .. } => JoinError::NodeTaken {
             node: node.into(),
-            message,
+            message: if message.is_empty() {
+                format!(
+                    "no reason given; if another machine uses this name, choose another --node-name or `kubectl delete node {node}` first"
+                )
+            } else {
+                message
+            },
         },
         other => JoinError::Csr(other),
     }
