@@ -403,6 +403,13 @@ fn join_failures_say_why() {
         "{e}"
     );
 
+    // No machine at that address: the connection times out.
+    let e = run(base("192.168.56.99:6443", &token, &hash));
+    assert!(
+        e.contains("cannot reach the API server at https://192.168.56.99:6443"),
+        "{e}"
+    );
+
     // A clock years behind: the cluster CA is not valid yet (libfaketime shifts the wall clock).
     assert!(
         std::path::Path::new("/usr/bin/faketime").exists(),
@@ -425,6 +432,20 @@ fn join_failures_say_why() {
     // A node name held by a live machine.
     let mut first = join(&lab, &cp, lab.machine("node01"), "shared", &[]);
     wait_ready(&admin, "shared", "True", &mut first, 90);
+    // Joining again into a root dir that holds a joined node is refused with the run command.
+    let first_root = root_dir(&lab, "shared").to_string_lossy().to_string();
+    let mut again: Vec<String> = cp
+        .join_command
+        .split_whitespace()
+        .skip(1)
+        .map(str::to_string)
+        .collect();
+    again.extend(["--node-name", "shared", "--root-dir", &first_root].map(str::to_string));
+    let e = run(again);
+    assert!(
+        e.contains("already holds a joined node") && e.contains("keel-agent run --root-dir"),
+        "{e}"
+    );
     let shared_root = root_dir(&lab, "shared-again").to_string_lossy().to_string();
     let mut args: Vec<String> = cp
         .join_command
