@@ -342,7 +342,9 @@ fn join_failures_say_why() {
     };
     let run = |args: Vec<String>| {
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        error_line(&join_fails(w2, &refs, t))
+        let e = error_line(&join_fails(w2, &refs, t));
+        eprintln!("{e}");
+        e
     };
 
     // Wrong CA hash: both hashes shown.
