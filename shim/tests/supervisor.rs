@@ -115,8 +115,8 @@ fn socket_protocol_state_exec_stats_kill_wait() {
         let sock = sock.clone();
         std::thread::spawn(move || proto::call(&sock, &Request::new(Op::Wait), None))
     };
-    // Let the waiter register before the exit (the exit file covers the other order too).
-    std::thread::sleep(Duration::from_millis(50));
+    // Either order is fine: a waiter that arrives after the exit finds the socket gone and
+    // reads exit.json instead.
     let r = proto::call(
         &sock,
         &Request::new(Op::Kill {
@@ -181,7 +181,7 @@ fn supervisor_survives_caller_sigkill_and_records_exit() {
     );
     std::fs::write(&marker, "").expect("marker");
     env.wait_status("s", "stopped", 10);
-    let exit = proto::read_exit_file(&env.dir("s")).expect("exit recorded");
+    let exit = common::wait_exit(&env, "s");
     assert_eq!(exit.code, 9);
     assert!(common::cri_records(&log).iter().any(|r| r.2 == "done"));
     assert!(env.shim(&["delete", "s"]).status.success());
