@@ -173,7 +173,14 @@ pub async fn serve(dir: &Path, listen: Option<String>, controllers: bool) -> Res
         .with_context(|| format!("listening on {listen} (is another server using the port?)"))?;
     tracing::info!(listen = %listener.local_addr()?, data_dir = %dir.display(), "keel-control API server listening");
     let store_dyn: Arc<dyn Backend> = Arc::new(store.clone());
-    let api = ApiServer::new(store_dyn.clone(), s);
+    let agent_client = match apiserver::nodeproxy::agent_client(dir) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(error = %e, "no client for agents: kubectl logs will not work");
+            None
+        }
+    };
+    let api = ApiServer::with_agent_client(store_dyn.clone(), s, agent_client);
     let (keep, every) = (cfg.compact_keep, cfg.compact_interval_seconds.max(1));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(every));

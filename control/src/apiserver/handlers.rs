@@ -98,7 +98,8 @@ impl Request {
 pub enum Reply {
     Json(u16, Value),
     Raw(u16, &'static str, Vec<u8>),
-    Stream(mpsc::Receiver<Bytes>),
+    /// A streamed body (watch events, followed logs) with its content type.
+    Stream(&'static str, mpsc::Receiver<Bytes>),
 }
 
 /// The resource a path names.

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod discovery;
 pub mod error;
 pub mod handlers;
+pub mod nodeproxy;
 pub mod objects;
 pub mod openapi;
 pub mod patch;
@@ -41,14 +42,25 @@ pub struct ApiServer {
     pub settings: Settings,
     /// Serialises ClusterIP / NodePort allocation.
     pub alloc_lock: tokio::sync::Mutex<()>,
+    /// HTTPS client for calling agents (logs), with the API server's client certificate.
+    pub agent_client: Option<reqwest::Client>,
 }
 
 impl ApiServer {
     pub fn new(store: Arc<dyn Backend>, settings: Settings) -> Arc<ApiServer> {
+        Self::with_agent_client(store, settings, None)
+    }
+
+    pub fn with_agent_client(
+        store: Arc<dyn Backend>,
+        settings: Settings,
+        agent_client: Option<reqwest::Client>,
+    ) -> Arc<ApiServer> {
         Arc::new(ApiServer {
             store,
             settings,
             alloc_lock: tokio::sync::Mutex::new(()),
+            agent_client,
         })
     }
 }

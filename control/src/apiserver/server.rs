@@ -181,7 +181,7 @@ async fn handle(
     let resp = match reply {
         Ok(Reply::Json(code, v)) => json_response(code, &v),
         Ok(Reply::Raw(code, ct, body)) => raw_response(code, ct, body),
-        Ok(Reply::Stream(rx)) => {
+        Ok(Reply::Stream(ct, rx)) => {
             let stream = futures_util::stream::unfold(rx, |mut rx| async move {
                 rx.recv()
                     .await
@@ -190,7 +190,7 @@ async fn handle(
             let mut resp = hyper::Response::new(BodyExt::boxed(StreamBody::new(stream)));
             resp.headers_mut().insert(
                 http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("application/json"),
+                http::HeaderValue::from_static(ct),
             );
             resp
         }

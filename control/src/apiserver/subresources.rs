@@ -184,7 +184,8 @@ pub async fn handle(
                 json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
             ))
         }
-        ("log" | "exec" | "portforward", _) => {
+        ("log", "get") => super::nodeproxy::logs(api, req, &get(api, r, ns, &name).await?).await,
+        ("exec" | "portforward", _) => {
             let pod = get(api, r, ns, &name).await?;
             let node = pod
                 .pointer("/spec/nodeName")

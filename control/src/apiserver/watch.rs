@@ -124,7 +124,7 @@ pub async fn watch(
                 serde_json::to_vec(&json!({"type": "ERROR", "object": status})).unwrap_or_default();
             line.push(b'\n');
             let _ = tx.send(Bytes::from(line)).await;
-            return Ok(Reply::Stream(rx));
+            return Ok(Reply::Stream("application/json", rx));
         }
         Err(e) => return Err(ApiError::internal(e)),
     };
@@ -167,5 +167,5 @@ pub async fn watch(
             }
         }
     });
-    Ok(Reply::Stream(rx))
+    Ok(Reply::Stream("application/json", rx))
 }

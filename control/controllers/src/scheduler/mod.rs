@@ -26,7 +26,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 pub const SCHEDULER_NAME: &str = "default-scheduler";
 /// Bindings in flight at once.
-const BINDERS: usize = 64;
+const BINDERS: usize = 256;
 /// How long an unschedulable pod waits for a cluster change before it is retried anyway.
 const UNSCHEDULABLE_FLUSH: Duration = Duration::from_secs(60);
 
