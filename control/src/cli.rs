@@ -192,11 +192,17 @@ pub async fn serve(dir: &Path, listen: Option<String>, controllers: bool) -> Res
         }
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let port = listener.local_addr()?.port();
+    // The controllers reach this server at its listen address (loopback when it listens on all).
+    let local = match listener.local_addr()? {
+        a if a.ip().is_unspecified() => {
+            std::net::SocketAddr::new(IpAddr::from([127, 0, 0, 1]), a.port())
+        }
+        a => a,
+    };
     let controllers = controllers.then(|| {
         tokio::spawn(run_controllers(
             dir.to_path_buf(),
-            port,
+            local,
             cfg.clone(),
             Arc::new(ca),
             stop_rx.clone(),
@@ -226,7 +232,7 @@ pub async fn serve(dir: &Path, listen: Option<String>, controllers: bool) -> Res
 /// Runs the scheduler and controllers against this server's own API, as the admin identity.
 async fn run_controllers(
     dir: PathBuf,
-    port: u16,
+    local: std::net::SocketAddr,
     cfg: ClusterConfig,
     ca: Arc<pki::Ca>,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -236,7 +242,7 @@ async fn run_controllers(
         let mut kc = kube::config::Kubeconfig::read_from(&kubeconfig)?;
         for c in &mut kc.clusters {
             if let Some(cluster) = c.cluster.as_mut() {
-                cluster.server = Some(format!("https://127.0.0.1:{port}"));
+                cluster.server = Some(format!("https://{}", local));
             }
         }
         let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;

@@ -379,10 +379,12 @@ fn node_cells(node: &Value, now: DateTime<Utc>) -> Vec<Value> {
     let ready = arr(node, "/status/conditions")
         .iter()
         .find(|c| c.get("type") == Some(&json!("Ready")));
+    // printNode: Ready only when the Ready condition is True, NotReady for False or Unknown,
+    // Unknown when the node reports no Ready condition at all.
     let mut status = match ready.and_then(|c| c.get("status")).and_then(Value::as_str) {
         Some("True") => "Ready".to_string(),
-        Some("False") => "NotReady".to_string(),
-        _ => "Unknown".to_string(),
+        Some(_) => "NotReady".to_string(),
+        None => "Unknown".to_string(),
     };
     if node.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true) {
         status.push_str(",SchedulingDisabled");
