@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use keel_proxy::{Cidr, CommandRunner, NodeInfo, Proxier};
+use keel_proxy::{Cidr, CommandRunner, NodeInfo, Proxier, Runner};
 
 const PROBE_EP: Ipv4Addr = Ipv4Addr::new(10, 255, 255, 254);
 
@@ -33,7 +33,14 @@ fn service(i: usize, nodeport: Option<i32>, affinity: bool) -> Service {
             ..Default::default()
         },
         spec: Some(ServiceSpec {
-            type_: Some(if nodeport.is_some() { "NodePort" } else { "ClusterIP" }.into()),
+            type_: Some(
+                if nodeport.is_some() {
+                    "NodePort"
+                } else {
+                    "ClusterIP"
+                }
+                .into(),
+            ),
             cluster_ip: Some(ip(Ipv4Addr::new(10, 96, 0, 0), 1 + i as u32).to_string()),
             ports: Some(vec![ServicePort {
                 name: Some("p80".into()),
@@ -43,8 +50,10 @@ fn service(i: usize, nodeport: Option<i32>, affinity: bool) -> Service {
                 ..Default::default()
             }]),
             session_affinity: affinity.then(|| "ClientIP".into()),
-            session_affinity_config: affinity.then(|| SessionAffinityConfig {
-                client_ip: Some(ClientIPConfig { timeout_seconds: Some(10800) }),
+            session_affinity_config: affinity.then_some(SessionAffinityConfig {
+                client_ip: Some(ClientIPConfig {
+                    timeout_seconds: Some(10800),
+                }),
             }),
             ..Default::default()
         }),
@@ -63,7 +72,10 @@ fn slice(i: usize, eps: &[Ipv4Addr]) -> EndpointSlice {
         address_type: "IPv4".into(),
         endpoints: eps
             .iter()
-            .map(|a| Endpoint { addresses: vec![a.to_string()], ..Default::default() })
+            .map(|a| Endpoint {
+                addresses: vec![a.to_string()],
+                ..Default::default()
+            })
             .collect(),
         ports: Some(vec![EndpointPort {
             name: Some("p80".into()),
@@ -83,16 +95,26 @@ fn connect_us(dst: Ipv4Addr, port: u16, n: usize) -> anyhow::Result<(f64, f64)> 
     let mut t = Vec::with_capacity(n);
     for _ in 0..n {
         let start = Instant::now();
-        let s = TcpStream::connect_timeout(&SocketAddrV4::new(dst, port).into(), Duration::from_secs(2))
-            .with_context(|| format!("connect {dst}:{port}"))?;
+        let s = TcpStream::connect_timeout(
+            &SocketAddrV4::new(dst, port).into(),
+            Duration::from_secs(2),
+        )
+        .with_context(|| format!("connect {dst}:{port}"))?;
         t.push(start.elapsed().as_secs_f64() * 1e6);
-        s.set_linger(Some(Duration::ZERO))?;
+        drop(s);
     }
     t.sort_by(f64::total_cmp);
     Ok((t[n / 2], t[n * 9 / 10]))
 }
 
 fn inner(sizes: &[usize], reps: usize) -> anyhow::Result<()> {
+    // Never change the host's namespace: --inner only runs inside the netns made below.
+    let out = Command::new("ip")
+        .args(["netns", "identify", &std::process::id().to_string()])
+        .output()?;
+    if !String::from_utf8_lossy(&out.stdout).starts_with("kprx-bench-") {
+        bail!("--inner runs only inside a kprx-bench-* network namespace; run without --inner");
+    }
     let sh = |args: &[&str]| -> anyhow::Result<()> {
         let st = Command::new(args[0]).args(&args[1..]).status()?;
         if !st.success() {
@@ -104,16 +126,24 @@ fn inner(sizes: &[usize], reps: usize) -> anyhow::Result<()> {
     sh(&["ip", "addr", "add", &format!("{PROBE_EP}/32"), "dev", "lo"])?;
     sh(&["ip", "route", "add", "10.96.0.0/12", "dev", "lo"])?;
     let listener = TcpListener::bind(SocketAddrV4::new(PROBE_EP, 8080))?;
-    std::thread::spawn(move || for c in listener.incoming().flatten() { drop(c) });
+    std::thread::spawn(move || {
+        for c in listener.incoming().flatten() {
+            drop(c)
+        }
+    });
     let (d50, d90) = connect_us(PROBE_EP, 8080, 300)?;
     println!("| direct to the endpoint (no rules) | | | | | {d50:.0}/{d90:.0} |");
     for &n in sizes {
         let node = NodeInfo {
             name: "bench".into(),
             addresses: vec![Ipv4Addr::new(192, 168, 0, 1)],
-            cluster_cidr: Some("10.244.0.0/16".parse::<Cidr>().map_err(anyhow::Error::msg)?),
+            cluster_cidr: Some(
+                "10.244.0.0/16"
+                    .parse::<Cidr>()
+                    .map_err(anyhow::Error::msg)?,
+            ),
         };
-        let mut p = Proxier::new(node, CommandRunner::default());
+        let mut p = Proxier::new(node, Timed::default());
         let mut next_ep = 1u32;
         let mut all_eps = Vec::new();
         for i in 0..n {
@@ -122,7 +152,9 @@ fn inner(sizes: &[usize], reps: usize) -> anyhow::Result<()> {
                 vec![PROBE_EP]
             } else {
                 let k = 2 + (i % 2) as u32;
-                let v = (0..k).map(|j| ip(Ipv4Addr::new(10, 244, 0, 0), next_ep + j)).collect();
+                let v = (0..k)
+                    .map(|j| ip(Ipv4Addr::new(10, 244, 0, 0), next_ep + j))
+                    .collect();
                 next_ep += k;
                 v
             };
@@ -140,6 +172,7 @@ fn inner(sizes: &[usize], reps: usize) -> anyhow::Result<()> {
         let probe_ip = ip(Ipv4Addr::new(10, 96, 0, 0), n as u32);
         let (c50, c90) = connect_us(probe_ip, 80, 300)?;
         let mut inc = Vec::new();
+        let mut inc_nft = Vec::new();
         let mut inc_bytes = 0;
         for rep in 0..reps {
             let i = (rep * 7919 + 13) % (n - 1).max(1);
@@ -148,16 +181,39 @@ fn inner(sizes: &[usize], reps: usize) -> anyhow::Result<()> {
             let start = Instant::now();
             let r = p.sync()?;
             inc.push(start.elapsed().as_secs_f64());
+            inc_nft.push(p.runner_mut().last_nft);
             inc_bytes = r.script_bytes;
         }
         println!(
-            "| keel nft maps | {n} | {:.2} | {full:.3} | {resync:.3} | {:.1} ({inc_bytes} B) | {c50:.0}/{c90:.0} |",
+            "| keel nft maps | {n} | {:.2} | {full:.3} | {resync:.3} | {:.1} ({inc_bytes} B; nft {:.1}) | {c50:.0}/{c90:.0} |",
             r.script_bytes as f64 / 1e6,
-            median(inc) * 1e3
+            median(inc) * 1e3,
+            median(inc_nft) * 1e3
         );
-        keel_proxy::cleanup(&mut CommandRunner::default())?;
+        if std::env::var_os("KEEL_PROXY_DUMP").is_none() {
+            keel_proxy::cleanup(&mut CommandRunner::default())?;
+        }
     }
     Ok(())
+}
+
+/// CommandRunner that also records how long the last nft run took.
+#[derive(Default)]
+struct Timed {
+    inner: CommandRunner,
+    last_nft: f64,
+}
+
+impl Runner for Timed {
+    fn nft(&mut self, script: &str) -> Result<(), keel_proxy::Error> {
+        let start = Instant::now();
+        let r = self.inner.nft(script);
+        self.last_nft = start.elapsed().as_secs_f64();
+        r
+    }
+    fn conntrack_delete(&mut self, args: &[String]) -> Result<(), keel_proxy::Error> {
+        self.inner.conntrack_delete(args)
+    }
 }
 
 struct Netns(String);
@@ -170,7 +226,11 @@ impl Drop for Netns {
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let get = |flag: &str, default: &str| {
-        args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned().unwrap_or(default.into())
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+            .unwrap_or(default.into())
     };
     let sizes: Vec<usize> = get("--sizes", "100,1000,10000")
         .split(',')
@@ -181,16 +241,28 @@ fn main() -> anyhow::Result<()> {
         return inner(&sizes, reps);
     }
     let ns = Netns(format!("kprx-bench-{}", std::process::id()));
-    if !Command::new("ip").args(["netns", "add", &ns.0]).status()?.success() {
+    if !Command::new("ip")
+        .args(["netns", "add", &ns.0])
+        .status()?
+        .success()
+    {
         bail!("ip netns add {} failed (needs root and iproute2)", ns.0);
     }
-    println!("| mode | services | script MB | full s | resync s | incremental ms (bytes) | connect us p50/p90 |");
+    println!(
+        "| mode | services | script MB | full s | resync s | incremental ms (bytes) | connect us p50/p90 |"
+    );
     println!("|---|---|---|---|---|---|---|");
     let exe = std::env::current_exe()?;
     let st = Command::new("ip")
         .args(["netns", "exec", &ns.0])
         .arg(exe)
-        .args(["--inner", "--sizes", &get("--sizes", "100,1000,10000"), "--reps", &reps.to_string()])
+        .args([
+            "--inner",
+            "--sizes",
+            &get("--sizes", "100,1000,10000"),
+            "--reps",
+            &reps.to_string(),
+        ])
         .status()?;
     if !st.success() {
         bail!("benchmark run failed");

@@ -17,7 +17,11 @@ pub enum Error {
         source: std::io::Error,
     },
     #[error("{program} failed with {status}: {stderr}")]
-    Failed { program: String, status: String, stderr: String },
+    Failed {
+        program: String,
+        status: String,
+        stderr: String,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -48,13 +52,27 @@ impl CommandRunner {
         }
     }
 
-    fn run(&self, program: &str, package: &'static str, args: &[&str], stdin: Option<&str>) -> Result<(bool, String)> {
+    fn run(
+        &self,
+        program: &str,
+        package: &'static str,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> Result<(bool, String)> {
         let mut cmd = self.command(program);
         cmd.args(args)
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        let spawn = |source| Error::Spawn { program: program.to_string(), package, source };
+        let spawn = |source| Error::Spawn {
+            program: program.to_string(),
+            package,
+            source,
+        };
         let mut child = cmd.spawn().map_err(spawn)?;
         if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
             pipe.write_all(text.as_bytes()).map_err(spawn)?;
@@ -70,6 +88,10 @@ impl CommandRunner {
 
 impl Runner for CommandRunner {
     fn nft(&mut self, script: &str) -> Result<()> {
+        if let Some(path) = std::env::var_os("KEEL_PROXY_DUMP") {
+            // Debugging aid: keep the last script that was applied.
+            let _ = std::fs::write(path, script);
+        }
         let (ok, err) = self.run("nft", "nftables", &["-f", "-"], Some(script))?;
         if ok {
             return Ok(());
@@ -77,7 +99,11 @@ impl Runner for CommandRunner {
         let (status, stderr) = err.split_once('\u{0}').unwrap_or(("", &err));
         // nft prints the offending line; keep the message bounded.
         let stderr: String = stderr.chars().take(2000).collect();
-        Err(Error::Failed { program: "nft".into(), status: status.into(), stderr })
+        Err(Error::Failed {
+            program: "nft".into(),
+            status: status.into(),
+            stderr,
+        })
     }
 
     fn conntrack_delete(&mut self, args: &[String]) -> Result<()> {
@@ -89,6 +115,10 @@ impl Runner for CommandRunner {
             return Ok(());
         }
         let (status, stderr) = err.split_once('\u{0}').unwrap_or(("", &err));
-        Err(Error::Failed { program: "conntrack".into(), status: status.into(), stderr: stderr.into() })
+        Err(Error::Failed {
+            program: "conntrack".into(),
+            status: status.into(),
+            stderr: stderr.into(),
+        })
     }
 }

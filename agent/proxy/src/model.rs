@@ -196,7 +196,10 @@ pub fn service_ports(
         let Some(protocol) = Protocol::parse(p.protocol.as_deref()) else {
             warnings.push(Warning {
                 service: id,
-                message: format!("protocol {:?} is not TCP, UDP or SCTP; port ignored", p.protocol),
+                message: format!(
+                    "protocol {:?} is not TCP, UDP or SCTP; port ignored",
+                    p.protocol
+                ),
             });
             continue;
         };
@@ -207,7 +210,10 @@ pub fn service_ports(
             });
             continue;
         };
-        let node_port = p.node_port.and_then(|n| u16::try_from(n).ok()).filter(|n| *n != 0);
+        let node_port = p
+            .node_port
+            .and_then(|n| u16::try_from(n).ok())
+            .filter(|n| *n != 0);
         let (cluster_endpoints, local_endpoints) =
             endpoints_for(slices, &pname, protocol, &node.name);
         out.push(ServicePort {
@@ -254,11 +260,19 @@ fn endpoints_for(
         }) else {
             continue;
         };
-        let Some(port) = port.port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0) else {
+        let Some(port) = port
+            .port
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p != 0)
+        else {
             continue;
         };
         for ep in &slice.endpoints {
-            let Some(ip) = ep.addresses.first().and_then(|a| a.parse::<Ipv4Addr>().ok()) else {
+            let Some(ip) = ep
+                .addresses
+                .first()
+                .and_then(|a| a.parse::<Ipv4Addr>().ok())
+            else {
                 continue;
             };
             let e = Endpoint { ip, port };
@@ -283,7 +297,11 @@ fn endpoints_for(
         }
     }
     let pick = |c: Categorized| {
-        let mut v = if c.ready.is_empty() { c.terminating } else { c.ready };
+        let mut v = if c.ready.is_empty() {
+            c.terminating
+        } else {
+            c.ready
+        };
         v.sort();
         v
     };

@@ -74,7 +74,10 @@ impl<R: Runner> Proxier<R> {
     }
 
     pub fn upsert_service(&mut self, svc: Service) {
-        let k = key(svc.metadata.namespace.as_deref(), svc.metadata.name.as_deref());
+        let k = key(
+            svc.metadata.namespace.as_deref(),
+            svc.metadata.name.as_deref(),
+        );
         self.dirty.insert(k.clone());
         self.services.insert(k, svc);
     }
@@ -88,12 +91,19 @@ impl<R: Runner> Proxier<R> {
     pub fn upsert_slice(&mut self, slice: EndpointSlice) {
         let md = &slice.metadata;
         let skey = key(md.namespace.as_deref(), md.name.as_deref());
-        let svc = md.labels.as_ref().and_then(|l| l.get(model::SERVICE_NAME_LABEL)).cloned();
+        let svc = md
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(model::SERVICE_NAME_LABEL))
+            .cloned();
         self.forget_slice(&skey);
         let Some(svc) = svc else { return };
         let owner = key(md.namespace.as_deref(), Some(&svc));
         let name = md.name.clone().unwrap_or_default();
-        self.slices.entry(owner.clone()).or_default().insert(name, slice);
+        self.slices
+            .entry(owner.clone())
+            .or_default()
+            .insert(name, slice);
         self.slice_owner.insert(skey, owner.clone());
         self.dirty.insert(owner);
     }
@@ -120,8 +130,11 @@ impl<R: Runner> Proxier<R> {
         for k in std::mem::take(&mut self.dirty) {
             match self.services.get(&k) {
                 Some(svc) => {
-                    let slices: Vec<&EndpointSlice> =
-                        self.slices.get(&k).map(|m| m.values().collect()).unwrap_or_default();
+                    let slices: Vec<&EndpointSlice> = self
+                        .slices
+                        .get(&k)
+                        .map(|m| m.values().collect())
+                        .unwrap_or_default();
                     let mut w = Vec::new();
                     let ports = model::service_ports(svc, &slices, &self.node, &mut w);
                     self.ports.insert(k.clone(), ports);
@@ -179,7 +192,12 @@ impl<R: Runner> Proxier<R> {
         let conntrack_errors = self.clear_udp(&g.udp);
         self.applied_udp = g.udp;
         self.applied = Some(g.ruleset);
-        SyncReport { kind, script_bytes: bytes, warnings: g.warnings, conntrack_errors }
+        SyncReport {
+            kind,
+            script_bytes: bytes,
+            warnings: g.warnings,
+            conntrack_errors,
+        }
     }
 
     /// Deletes UDP conntrack entries that point at endpoints that went away, and entries
@@ -192,11 +210,20 @@ impl<R: Runner> Proxier<R> {
         let dest = |k: &UdpKey| -> Vec<String> {
             match k {
                 UdpKey::Ip(ip, port) => vec![
-                    "-p".into(), "udp".into(), "--orig-dst".into(), ip.to_string(),
-                    "--orig-port-dst".into(), port.to_string(),
+                    "-p".into(),
+                    "udp".into(),
+                    "--orig-dst".into(),
+                    ip.to_string(),
+                    "--orig-port-dst".into(),
+                    port.to_string(),
                 ],
                 UdpKey::NodePort(port) => {
-                    vec!["-p".into(), "udp".into(), "--orig-port-dst".into(), port.to_string()]
+                    vec![
+                        "-p".into(),
+                        "udp".into(),
+                        "--orig-port-dst".into(),
+                        port.to_string(),
+                    ]
                 }
             }
         };
@@ -227,5 +254,8 @@ impl<R: Runner> Proxier<R> {
 
 /// Removes every Keel proxy rule (`keel-agent cleanup`): the whole `ip keel` table.
 pub fn cleanup(runner: &mut impl Runner) -> Result<()> {
-    runner.nft(&format!("add table {t}\ndelete table {t}\n", t = render::TABLE))
+    runner.nft(&format!(
+        "add table {t}\ndelete table {t}\n",
+        t = render::TABLE
+    ))
 }

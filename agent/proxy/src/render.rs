@@ -30,7 +30,9 @@ fn static_part(out: &mut String) {
         format!("add chain {t} services"),
         format!("add chain {t} masquerading"),
         format!("add chain {t} endpoints-check"),
-        format!("add map {t} service-ips {{ type ipv4_addr . inet_proto . inet_service : verdict ; }}"),
+        format!(
+            "add map {t} service-ips {{ type ipv4_addr . inet_proto . inet_service : verdict ; }}"
+        ),
         format!("add map {t} service-nodeports {{ type inet_proto . inet_service : verdict ; }}"),
         format!(
             "add map {t} backends {{ typeof ip daddr . meta l4proto . th dport . numgen random mod 2 : ip daddr . th dport ; }}"
@@ -41,7 +43,9 @@ fn static_part(out: &mut String) {
         format!("add set {t} hairpin {{ type ipv4_addr . ipv4_addr ; }}"),
         format!("add set {t} node-ips {{ type ipv4_addr ; }}"),
         format!("add set {t} no-endpoints {{ type ipv4_addr . inet_proto . inet_service ; }}"),
-        format!("add set {t} no-local-endpoints {{ type ipv4_addr . inet_proto . inet_service ; }}"),
+        format!(
+            "add set {t} no-local-endpoints {{ type ipv4_addr . inet_proto . inet_service ; }}"
+        ),
         format!("add set {t} no-endpoint-nodeports {{ type inet_proto . inet_service ; }}"),
         format!("add set {t} no-local-endpoint-nodeports {{ type inet_proto . inet_service ; }}"),
         format!("add rule {t} nat-prerouting jump services"),
@@ -56,12 +60,21 @@ fn static_part(out: &mut String) {
         ),
         // Hairpin: a pod that reached itself through a service must be SNATed, or its
         // reply would skip the reverse DNAT (kube-proxy's `-s <ep> -j KUBE-MARK-MASQ`).
-        format!("add rule {t} masquerading ct status dnat ip saddr . ip daddr @hairpin meta mark set meta mark | {m:#x}"),
+        format!(
+            "add rule {t} masquerading ct status dnat ip saddr . ip daddr @hairpin meta mark set meta mark | {m:#x}"
+        ),
         format!("add rule {t} masquerading meta mark & {m:#x} == 0 return"),
-        format!("add rule {t} masquerading meta mark set meta mark & {:#x}", !m),
+        format!(
+            "add rule {t} masquerading meta mark set meta mark & {:#x}",
+            !m
+        ),
         format!("add rule {t} masquerading masquerade fully-random"),
-        format!("add rule {t} endpoints-check ip daddr . meta l4proto . th dport @no-endpoints reject"),
-        format!("add rule {t} endpoints-check ip daddr . meta l4proto . th dport @no-local-endpoints drop"),
+        format!(
+            "add rule {t} endpoints-check ip daddr . meta l4proto . th dport @no-endpoints reject"
+        ),
+        format!(
+            "add rule {t} endpoints-check ip daddr . meta l4proto . th dport @no-local-endpoints drop"
+        ),
         format!(
             "add rule {t} endpoints-check ip daddr @node-ips meta l4proto . th dport @no-endpoint-nodeports reject"
         ),
@@ -88,7 +101,12 @@ fn chain_rules(out: &mut String, name: &str, rules: &[String]) {
     }
 }
 
-fn elements<'a>(out: &mut String, verb: &str, set: &str, items: impl Iterator<Item = (&'a String, &'a String)>) {
+fn elements<'a>(
+    out: &mut String,
+    verb: &str,
+    set: &str,
+    items: impl Iterator<Item = (&'a String, &'a String)>,
+) {
     let mut first = true;
     for (k, v) in items {
         if first {
@@ -111,7 +129,10 @@ fn elements<'a>(out: &mut String, verb: &str, set: &str, items: impl Iterator<It
 /// The whole table, replacing whatever is there.
 pub fn full(rs: &Ruleset) -> String {
     let mut out = String::with_capacity(64 * 1024);
-    let _ = writeln!(out, "add table {TABLE}\ndelete table {TABLE}\nadd table {TABLE}");
+    let _ = writeln!(
+        out,
+        "add table {TABLE}\ndelete table {TABLE}\nadd table {TABLE}"
+    );
     for (name, timeout) in &rs.affinity_sets {
         affinity_set(&mut out, name, *timeout);
     }
@@ -161,25 +182,37 @@ pub fn diff(old: &Ruleset, new: &Ruleset) -> String {
             &mut out,
             "delete",
             set,
-            old_items.iter().filter(|(k, v)| new_items.get(*k) != Some(*v)),
+            old_items
+                .iter()
+                .filter(|(k, v)| new_items.get(*k) != Some(*v)),
         );
         elements(
             &mut out,
             "add",
             set,
-            new_items.iter().filter(|(k, v)| old_items.get(*k) != Some(*v)),
+            new_items
+                .iter()
+                .filter(|(k, v)| old_items.get(*k) != Some(*v)),
         );
     }
     // Chains and sets go last, after the elements and rules that referred to them.
     // All flushed before any is deleted: a removed chain may jump to another removed one.
-    let removed: Vec<&String> = old.chains.keys().filter(|n| !new.chains.contains_key(*n)).collect();
+    let removed: Vec<&String> = old
+        .chains
+        .keys()
+        .filter(|n| !new.chains.contains_key(*n))
+        .collect();
     for name in &removed {
         let _ = writeln!(out, "flush chain {TABLE} {name}");
     }
     for name in &removed {
         let _ = writeln!(out, "delete chain {TABLE} {name}");
     }
-    for name in old.affinity_sets.keys().filter(|n| !new.affinity_sets.contains_key(*n)) {
+    for name in old
+        .affinity_sets
+        .keys()
+        .filter(|n| !new.affinity_sets.contains_key(*n))
+    {
         let _ = writeln!(out, "delete set {TABLE} {name}");
     }
     out

@@ -89,7 +89,11 @@ pub fn generate(ports: &[ServicePort], node: &NodeInfo) -> Generated {
     for sp in ports {
         b.service_port(sp);
     }
-    Generated { ruleset: b.rs, warnings: b.warnings, udp: b.udp }
+    Generated {
+        ruleset: b.rs,
+        warnings: b.warnings,
+        udp: b.udp,
+    }
 }
 
 /// `aff-<16 hex>`: a stable per-(service port, traffic kind) name.
@@ -181,13 +185,24 @@ impl Builder<'_> {
         } else {
             self.masq_rule()
         };
-        let name = if local { format!("np-local-{n}") } else { format!("np-{n}") };
+        let name = if local {
+            format!("np-local-{n}")
+        } else {
+            format!("np-{n}")
+        };
         self.chain(name, vec![masq, dnat])
     }
 
     /// `aff-<h>`: per-endpoint "recently chosen by this client" sets, then a uniform pick
     /// that records the choice (kube-proxy's `-m recent --rcheck/--set` per endpoint).
-    fn affinity_chain(&mut self, id: &str, eps: &[Endpoint], timeout: u32, masq: bool) -> String {
+    fn affinity_chain(
+        &mut self,
+        id: &str,
+        proto: &str,
+        eps: &[Endpoint],
+        timeout: u32,
+        masq: bool,
+    ) -> String {
         let name = hashed("aff", id);
         if self.rs.chains.contains_key(&name) {
             return name;
@@ -199,7 +214,7 @@ impl Builder<'_> {
         let sets: Vec<String> = (0..eps.len()).map(|i| format!("{name}-{i}")).collect();
         for (e, set) in eps.iter().zip(&sets) {
             rules.push(format!(
-                "ip saddr @{set} update @{set} {{ ip saddr }} dnat ip to {}",
+                "meta l4proto {proto} ip saddr @{set} update @{set} {{ ip saddr }} dnat ip to {}",
                 ep_value_colon(e)
             ));
         }
@@ -207,9 +222,13 @@ impl Builder<'_> {
         for (i, (e, set)) in eps.iter().zip(&sets).enumerate() {
             // Rule i matches with probability 1/(n-i) given the earlier ones did not:
             // uniform overall, the same arithmetic as kube-proxy's statistic rules.
-            let pick = if i + 1 < n { format!("numgen random mod {} == 0 ", n - i) } else { String::new() };
+            let pick = if i + 1 < n {
+                format!("numgen random mod {} == 0 ", n - i)
+            } else {
+                String::new()
+            };
             rules.push(format!(
-                "{pick}update @{set} {{ ip saddr }} dnat ip to {}",
+                "meta l4proto {proto} {pick}update @{set} {{ ip saddr }} dnat ip to {}",
                 ep_value_colon(e)
             ));
         }
@@ -238,7 +257,11 @@ impl Builder<'_> {
         let proto = sp.protocol.nft();
         let id = sp.id.clone();
         // ClusterIPs.
-        let eps = if sp.internal_local { &sp.local_endpoints } else { &sp.cluster_endpoints };
+        let eps = if sp.internal_local {
+            &sp.local_endpoints
+        } else {
+            &sp.cluster_endpoints
+        };
         for ip in &sp.cluster_ips {
             let key = format!("{ip} . {proto} . {}", sp.port);
             self.udp(sp, UdpKey::Ip(*ip, sp.port), eps);
@@ -252,7 +275,9 @@ impl Builder<'_> {
                 continue;
             }
             let target = match sp.affinity {
-                Some(t) => self.affinity_chain(&format!("{id}/{proto}/internal"), eps, t, true),
+                Some(t) => {
+                    self.affinity_chain(&format!("{id}/{proto}/internal"), proto, eps, t, true)
+                }
                 None => self.cluster_chain(eps.len()),
             };
             if self.element("service-ips", key.clone(), format!("goto {target}"), &id) {
@@ -265,13 +290,21 @@ impl Builder<'_> {
             }
         }
         // External IPs and NodePorts.
-        let eps = if sp.external_local { &sp.local_endpoints } else { &sp.cluster_endpoints };
+        let eps = if sp.external_local {
+            &sp.local_endpoints
+        } else {
+            &sp.cluster_endpoints
+        };
         let (reject, drop) = ("no-endpoints", "no-local-endpoints");
         for ip in &sp.external_ips {
             let key = format!("{ip} . {proto} . {}", sp.port);
             self.udp(sp, UdpKey::Ip(*ip, sp.port), eps);
             if eps.is_empty() {
-                let set = if sp.external_local && !sp.cluster_endpoints.is_empty() { drop } else { reject };
+                let set = if sp.external_local && !sp.cluster_endpoints.is_empty() {
+                    drop
+                } else {
+                    reject
+                };
                 self.element(set, key, String::new(), &id);
                 continue;
             }
@@ -304,10 +337,20 @@ impl Builder<'_> {
                 Some(t) => self.affinity_ext(&id, proto, eps, t, sp.external_local),
                 None => self.nodeport_chain(eps.len(), sp.external_local),
             };
-            if self.element("service-nodeports", key.clone(), format!("goto {target}"), &id) {
+            if self.element(
+                "service-nodeports",
+                key.clone(),
+                format!("goto {target}"),
+                &id,
+            ) {
                 if sp.affinity.is_none() {
                     for (i, e) in eps.iter().enumerate() {
-                        self.element("nodeport-backends", format!("{key} . {i}"), ep_value(e), &id);
+                        self.element(
+                            "nodeport-backends",
+                            format!("{key} . {i}"),
+                            ep_value(e),
+                            &id,
+                        );
                     }
                 }
                 self.hairpin(eps);
@@ -317,14 +360,24 @@ impl Builder<'_> {
 
     /// External entry to an affinity service: masquerade as the policy says, then the
     /// affinity chain over the external endpoint set.
-    fn affinity_ext(&mut self, id: &str, proto: &str, eps: &[Endpoint], t: u32, local: bool) -> String {
-        let inner = self.affinity_chain(&format!("{id}/{proto}/external"), eps, t, false);
+    fn affinity_ext(
+        &mut self,
+        id: &str,
+        proto: &str,
+        eps: &[Endpoint],
+        t: u32,
+        local: bool,
+    ) -> String {
+        let inner = self.affinity_chain(&format!("{id}/{proto}/external"), proto, eps, t, false);
         let masq = if local {
             format!("fib saddr type local {}", self.masq_rule())
         } else {
             self.masq_rule()
         };
-        self.chain(hashed("affext", &format!("{id}/{proto}")), vec![masq, format!("goto {inner}")])
+        self.chain(
+            hashed("affext", &format!("{id}/{proto}")),
+            vec![masq, format!("goto {inner}")],
+        )
     }
 }
 
