@@ -38,6 +38,11 @@ impl ControlPlane {
         Self::start_with(|_| {}, &[])
     }
 
+    /// The API server alone (`serve --no-controllers`): nothing but the test writes objects.
+    pub fn start_api_only() -> ControlPlane {
+        Self::start_with(|_| {}, &["--no-controllers"])
+    }
+
     /// Like `start`, letting the test change the saved `config.json` between init and serve.
     pub fn start_with_config(edit: impl FnOnce(&mut Value)) -> ControlPlane {
         Self::start_with(edit, &[])

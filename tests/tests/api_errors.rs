@@ -20,7 +20,7 @@ fn assert_status(code: u16, body: &Value, want: u16, reason: &str) {
 
 #[test]
 fn anonymous_callers_reach_only_public_paths() {
-    let cp = ControlPlane::start();
+    let cp = ControlPlane::start_api_only();
     let anon = cp.anonymous_http();
     for path in ["/version", "/healthz", "/livez", "/readyz"] {
         let resp = anon.get(cp.url(path)).send().expect(path);
@@ -65,7 +65,7 @@ fn anonymous_callers_reach_only_public_paths() {
 
 #[test]
 fn bootstrap_tokens_authenticate_until_they_expire() {
-    let cp = ControlPlane::start();
+    let cp = ControlPlane::start_api_only();
     let token = cp
         .join_command
         .split_whitespace()
@@ -141,8 +141,8 @@ fn bootstrap_tokens_authenticate_until_they_expire() {
 
 #[test]
 fn a_client_with_another_ca_is_refused() {
-    let cp = ControlPlane::start();
-    let other = ControlPlane::start();
+    let cp = ControlPlane::start_api_only();
+    let other = ControlPlane::start_api_only();
     // The other cluster's kubeconfig pointed at this server: kubectl must refuse the server cert.
     let kc = std::fs::read_to_string(other.kubeconfig())
         .expect("kubeconfig")
@@ -161,7 +161,7 @@ fn a_client_with_another_ca_is_refused() {
 
 #[test]
 fn invalid_objects_get_422_with_causes() {
-    let cp = ControlPlane::start();
+    let cp = ControlPlane::start_api_only();
     let (code, body) = cp.call(
         "POST",
         "/api/v1/namespaces/default/pods",
@@ -210,7 +210,7 @@ fn invalid_objects_get_422_with_causes() {
 
 #[test]
 fn malformed_and_oversized_bodies() {
-    let cp = ControlPlane::start();
+    let cp = ControlPlane::start_api_only();
     let post = |ct: &str, body: Vec<u8>| {
         status_of(
             cp.http()
@@ -269,7 +269,7 @@ fn malformed_and_oversized_bodies() {
 
 #[test]
 fn conflicting_updates_get_409() {
-    let cp = ControlPlane::start();
+    let cp = ControlPlane::start_api_only();
     let cm = cp.ok("POST", "/api/v1/namespaces/default/configmaps", Some(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"v": "1"}})));
     let mut first = cm.clone();
     first["data"]["v"] = json!("2");
@@ -309,10 +309,13 @@ fn conflicting_updates_get_409() {
 
 #[test]
 fn watch_from_a_compacted_revision_is_gone() {
-    let cp = ControlPlane::start_with_config(|cfg| {
-        cfg["compactKeep"] = json!(5);
-        cfg["compactIntervalSeconds"] = json!(1);
-    });
+    let cp = ControlPlane::start_with(
+        |cfg| {
+            cfg["compactKeep"] = json!(5);
+            cfg["compactIntervalSeconds"] = json!(1);
+        },
+        &["--no-controllers"],
+    );
     let mut cm = cp.ok(
         "POST",
         "/api/v1/namespaces/default/configmaps",
@@ -353,7 +356,7 @@ fn watch_from_a_compacted_revision_is_gone() {
 
 #[test]
 fn backup_and_restore_round_trip() {
-    let mut cp = ControlPlane::start();
+    let mut cp = ControlPlane::start_api_only();
     cp.ok("POST", "/api/v1/namespaces/default/configmaps", Some(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "keep"}, "data": {"a": "1"}})));
     let bin = keel_tests::workspace_bin("keel-control");
     let backup = cp.dir.path().join("backup.db");

@@ -1,5 +1,7 @@
-//! The real kubectl (1.27, 1.33 and the version-picking dispatcher) against `keel-control serve`.
-//! The test plays the nodes: it registers Node objects and posts pod status through the API.
+//! The real kubectl (1.27, 1.33 and the version-picking dispatcher) against `keel-control serve`
+//! running the API server alone (`--no-controllers`): the test plays the nodes and the
+//! controllers, registering Node objects and posting status through the API, so every figure
+//! it compares is one it set. The controllers have their own suite in control/controllers.
 
 use keel_tests::control::ControlPlane;
 use keel_tests::kubectl::{Kubectl, assert_table};
@@ -30,7 +32,7 @@ const VERSIONS: &[&str] = &["1.27", "1.33", ""];
 
 fn for_each_version(f: impl Fn(&ControlPlane, &Kubectl)) {
     for v in VERSIONS {
-        let cp = ControlPlane::start();
+        let cp = ControlPlane::start_api_only();
         let k = Kubectl::new(v, &cp.kubeconfig());
         f(&cp, &k);
     }
