@@ -107,7 +107,17 @@ pub fn check_id(id: &str) -> Result<()> {
     }
 }
 
-/// Write `data` to `path` atomically and durably (temp file, fsync, rename, fsync dir).
+/// Write `data` to `path` atomically (temp file + rename): readers see old or new, never
+/// half. Used for `state.json`, which lives on a tmpfs in production (`/run`) and is
+/// re-derivable from the processes, so it is not fsynced (runc does not either).
+pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Write `data` to `path` atomically and durably (temp file, fsync, rename, fsync dir):
+/// for `exit.json`, the one record that must survive a crash of the node agent.
 pub fn write_durable(path: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let tmp = path.with_extension("tmp");
@@ -143,7 +153,7 @@ impl Container {
     pub fn save(&self) -> Result<()> {
         let data = serde_json::to_vec(&self.saved).map_err(std::io::Error::other);
         let path = self.dir.join("state.json");
-        data.and_then(|d| write_durable(&path, &d))
+        data.and_then(|d| write_atomic(&path, &d))
             .map_err(|e| Error::io("write", path.display(), e))
     }
 

@@ -179,3 +179,44 @@ pub fn ignore_signal(sig: libc::c_int) {
         libc::signal(sig, libc::SIG_IGN);
     }
 }
+
+/// Drop this process's resident pages of clean, read-only file mappings (program text,
+/// rodata, shared libraries) with `MADV_DONTNEED`. They are re-read from the page cache on
+/// demand, so the long-lived supervisor's RSS only counts the code its small loop touches,
+/// not everything `create` ran before the fork. Mappings holding any private (copied) page,
+/// such as RELRO segments the loader relocated and then made read-only, are left alone:
+/// dropping those would bring back the unrelocated file contents.
+pub fn release_file_pages() {
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+        return;
+    };
+    let mut current: Option<(usize, usize)> = None;
+    let mut candidates = Vec::new();
+    for line in smaps.lines() {
+        let mut f = line.split_whitespace();
+        let Some(first) = f.next() else { continue };
+        if let Some((a, b)) = first.split_once('-')
+            && let (Ok(start), Ok(end)) =
+                (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+        {
+            let perms = f.next().unwrap_or("");
+            let path = f.nth(3).unwrap_or("");
+            current = (path.starts_with('/') && !perms.contains('w')).then_some((start, end));
+            continue;
+        }
+        if first == "Anonymous:"
+            && let Some(range) = current.take()
+            && f.next() == Some("0")
+        {
+            candidates.push(range);
+        }
+    }
+    for (start, end) in candidates {
+        // SAFETY: the range is a whole read-only, file-backed private mapping of this process
+        // without any anonymous (copied-on-write) page, per /proc/self/smaps; MADV_DONTNEED
+        // only discards clean page-table entries that fault back in from the file unchanged.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+        }
+    }
+}

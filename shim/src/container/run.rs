@@ -49,6 +49,11 @@ pub fn run(root: &Path, o: &CreateOptions, detach: bool) -> Result<i32> {
     }
     let exit = wait(&c, &mask)?;
     let _ = delete::delete(root, &o.id, true);
+    // The supervisor was forked by this process: reap it.
+    let _ = nix::sys::wait::waitpid(
+        nix::unistd::Pid::from_raw(c.saved.supervisor_pid),
+        Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+    );
     Ok(exit.code)
 }
 

@@ -1,7 +1,7 @@
 //! The per-container supervisor: a small single-threaded process that `create` leaves behind.
 //!
-//! `create` forks twice (the middle process exits at once, so the supervisor is re-parented
-//! to the caller's subreaper or to pid 1 and outlives the caller, e.g. the agent). The
+//! `create` forks the supervisor once; it calls setsid and is re-parented to the caller's
+//! subreaper or to pid 1 when the caller (e.g. the agent's short-lived CLI call) exits. The
 //! supervisor then: becomes a child subreaper, creates the cgroup, clones the container's
 //! init with the new namespaces, writes uid/gid maps, puts init in the cgroup, waits until
 //! init reports "ready", writes `state.json` and tells `create` "OK" over a pipe.
@@ -77,23 +77,16 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
 /// is `created`. Returns the saved state.
 pub fn spawn(launch: Launch) -> Result<Saved> {
     let (r, w) = pipe()?;
+    // One fork, no intermediate process: the supervisor is re-parented (to the caller's
+    // subreaper or pid 1) when the short-lived caller exits; `run` reaps it itself.
     match sys::fork().map_err(|e| Error::io("fork", "supervisor", e))? {
         Forked::Child => {
             drop(r);
             let _ = nix::unistd::setsid();
-            match sys::fork() {
-                Ok(Forked::Child) => supervise(launch, w),
-                Ok(Forked::Parent(_)) => sys::exit_now(0),
-                Err(e) => {
-                    let mut f = std::fs::File::from(w);
-                    let _ = writeln!(f, "Efork supervisor: {e}");
-                    sys::exit_now(1)
-                }
-            }
+            supervise(launch, w)
         }
-        Forked::Parent(mid) => {
+        Forked::Parent(_) => {
             drop(w);
-            let _ = waitpid(Pid::from_raw(mid), None);
             let mut line = String::new();
             let _ = BufReader::new(std::fs::File::from(r)).read_line(&mut line);
             let id = launch.saved.id.clone();
@@ -118,6 +111,7 @@ fn supervise(launch: Launch, sync: OwnedFd) -> ! {
             drop(sync);
             sup.detach_stdio();
             sys::trim_heap();
+            sys::release_file_pages();
             sup.run()
         }
         Err(e) => {
@@ -339,6 +333,9 @@ impl Supervisor {
             && let Ok((conn, _)) = self.listener.accept()
         {
             self.handle(conn);
+            // Requests run code the idle loop never needs again (JSON, state files).
+            sys::trim_heap();
+            sys::release_file_pages();
         }
         if ready[0] {
             while let Ok(Some(_)) = self.sigfd.read_signal() {}
