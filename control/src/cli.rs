@@ -146,10 +146,9 @@ pub fn init_banner(dir: &Path, join: &str) -> String {
     )
 }
 
-/// `keel-control serve`: runs until SIGTERM/SIGINT.
-pub async fn serve(dir: &Path, listen: Option<String>, controllers: bool) -> Result<()> {
-    let cfg = ClusterConfig::load(dir)?;
-    let ca = pki::Ca::load(dir)?;
+/// Takes the data dir's lock (held by `serve` for its whole life); None when another process
+/// holds it.
+fn state_lock(dir: &Path) -> Result<Option<std::fs::File>> {
     let lock = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -157,12 +156,19 @@ pub async fn serve(dir: &Path, listen: Option<String>, controllers: bool) -> Res
         .truncate(false)
         .open(dir.join("state.lock"))
         .with_context(|| format!("opening the lock in {}", dir.display()))?;
-    if lock.try_lock().is_err() {
+    Ok(lock.try_lock().is_ok().then_some(lock))
+}
+
+/// `keel-control serve`: runs until SIGTERM/SIGINT.
+pub async fn serve(dir: &Path, listen: Option<String>, controllers: bool) -> Result<()> {
+    let cfg = ClusterConfig::load(dir)?;
+    let ca = pki::Ca::load(dir)?;
+    let Some(lock) = state_lock(dir)? else {
         bail!(
             "another keel-control serve is already running on {}",
             dir.display()
         );
-    }
+    };
     let store = SqliteBackend::open(&db_path(dir))?;
     let s = settings(&cfg, ca.cert_pem.clone());
     crate::system::ensure_system_objects(&store, &s).await?;
@@ -311,19 +317,12 @@ pub fn backup(dir: &Path, dest: &Path) -> Result<()> {
 /// `keel-control restore`: replaces the store with a backup (the server must be stopped).
 pub fn restore(dir: &Path, src: &Path) -> Result<()> {
     let db = db_path(dir);
-    let lock = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(dir.join("state.lock"))
-        .with_context(|| format!("opening the lock in {}", dir.display()))?;
-    if lock.try_lock().is_err() {
+    let Some(_lock) = state_lock(dir)? else {
         bail!(
             "keel-control serve is running on {}; stop it before restoring",
             dir.display()
         );
-    }
+    };
     let check =
         rusqlite::Connection::open_with_flags(src, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .and_then(|c| c.query_row("SELECT COUNT(*) FROM log", [], |r| r.get::<_, i64>(0)))

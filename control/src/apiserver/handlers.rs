@@ -58,6 +58,13 @@ impl Request {
         self.param("dryRun").is_some_and(|d| d == "All")
     }
 
+    /// The patch flavour named by Content-Type, or 415.
+    pub fn patch_type(&self) -> ApiResult<PatchType> {
+        PatchType::from_content_type(self.header("content-type")).ok_or_else(|| ApiError::UnsupportedMediaType {
+            accepted: "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml".into(),
+        })
+    }
+
     /// The body as a JSON value, whatever its encoding.
     pub fn json_body(&self) -> ApiResult<Value> {
         let ct = self
@@ -663,14 +670,7 @@ pub async fn update(
         }
         let mut new = body.clone();
         if has_status {
-            match cur.get("status") {
-                Some(s) => new["status"] = s.clone(),
-                None => {
-                    if let Some(o) = new.as_object_mut() {
-                        o.remove("status");
-                    }
-                }
-            }
+            keep_status(&mut new, cur);
         }
         Ok(new)
     })
@@ -684,14 +684,7 @@ async fn patch_object(
     ns: Option<&str>,
     name: &str,
 ) -> ApiResult<Reply> {
-    let ct = req
-        .headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let ty = PatchType::from_content_type(ct).ok_or_else(|| ApiError::UnsupportedMediaType {
-        accepted: "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json".into(),
-    })?;
+    let ty = req.patch_type()?;
     let body = req.json_body()?;
     let has_status = r.subresources.contains(&"status");
     if ty == PatchType::Apply {
@@ -707,14 +700,7 @@ async fn patch_object(
     let out = guaranteed_update(api, r, ns, name, Mode::Retry, req.dry_run(), |cur| {
         let mut new = patch::apply(true, ty, cur, &body)?;
         if has_status {
-            match cur.get("status") {
-                Some(s) => new["status"] = s.clone(),
-                None => {
-                    if let Some(o) = new.as_object_mut() {
-                        o.remove("status");
-                    }
-                }
-            }
+            keep_status(&mut new, cur);
         }
         if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
             m.remove("resourceVersion");
@@ -723,6 +709,18 @@ async fn patch_object(
     })
     .await?;
     Ok(Reply::Json(200, out))
+}
+
+/// The main resource of a kind with a status subresource never changes status.
+fn keep_status(new: &mut Value, cur: &Value) {
+    match cur.get("status") {
+        Some(s) => new["status"] = s.clone(),
+        None => {
+            if let Some(o) = new.as_object_mut() {
+                o.remove("status");
+            }
+        }
+    }
 }
 
 /// DeleteOptions from the body and the query.

@@ -2,6 +2,7 @@
 //! group-version-kind, a PATCH operation that accepts `fieldValidation` (then kubectl leaves
 //! validation to the server). v3 as JSON (kubectl 1.29+), v2 as gnostic protobuf (1.27/1.28).
 
+use super::protobuf::wire::field;
 use super::resources::{RESOURCES, Resource};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -77,24 +78,6 @@ pub fn v3_index() -> Value {
         );
     }
     json!({"paths": paths})
-}
-
-fn varint(mut v: u64, out: &mut Vec<u8>) {
-    loop {
-        let b = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(b);
-            return;
-        }
-        out.push(b | 0x80);
-    }
-}
-
-fn field(num: u64, payload: &[u8], out: &mut Vec<u8>) {
-    varint((num << 3) | 2, out);
-    varint(payload.len() as u64, out);
-    out.extend_from_slice(payload);
 }
 
 /// gnostic `openapi_v2.Document` with a PATCH operation per kind (field numbers from

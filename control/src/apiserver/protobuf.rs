@@ -8,6 +8,34 @@ use super::error::{ApiError, ApiResult};
 use base64::Engine;
 use serde_json::{Map, Value, json};
 
+/// Protobuf wire encoding, for the documents this server writes (OpenAPI v2) and for tests.
+pub mod wire {
+    pub fn varint(mut v: u64, out: &mut Vec<u8>) {
+        loop {
+            let b = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                out.push(b);
+                return;
+            }
+            out.push(b | 0x80);
+        }
+    }
+
+    /// A length-delimited field.
+    pub fn field(num: u64, payload: &[u8], out: &mut Vec<u8>) {
+        varint((num << 3) | 2, out);
+        varint(payload.len() as u64, out);
+        out.extend_from_slice(payload);
+    }
+
+    /// A varint field.
+    pub fn int(num: u64, v: u64, out: &mut Vec<u8>) {
+        varint(num << 3, out);
+        varint(v, out);
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Ty {
     Str,
@@ -457,28 +485,8 @@ pub fn decode(body: &[u8]) -> ApiResult<Value> {
 
 #[cfg(test)]
 mod tests {
+    use super::wire::{field, int};
     use super::*;
-
-    fn varint(mut v: u64, out: &mut Vec<u8>) {
-        loop {
-            let b = (v & 0x7f) as u8;
-            v >>= 7;
-            if v == 0 {
-                out.push(b);
-                return;
-            }
-            out.push(b | 0x80);
-        }
-    }
-    fn field(num: u64, payload: &[u8], out: &mut Vec<u8>) {
-        varint(num << 3 | 2, out);
-        varint(payload.len() as u64, out);
-        out.extend_from_slice(payload);
-    }
-    fn int(num: u64, v: u64, out: &mut Vec<u8>) {
-        varint(num << 3, out);
-        varint(v, out);
-    }
 
     #[test]
     fn decodes_a_deployment_like_kubectl_132() {

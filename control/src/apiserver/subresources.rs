@@ -5,7 +5,7 @@ use super::ApiServer;
 use super::error::{ApiError, ApiResult, Cause};
 use super::handlers::{Mode, Reply, Request, Target, get, guaranteed_update};
 use super::objects;
-use super::patch::{self, PatchType};
+use super::patch;
 use super::resources;
 use super::selectors::LabelSelector;
 use serde_json::{Value, json};
@@ -29,14 +29,7 @@ pub async fn handle(
         ("status" | "approval" | "finalize", "update" | "patch") => {
             let body = req.json_body()?;
             let ty = if verb == "patch" {
-                let ct = req
-                    .headers
-                    .get("content-type")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default();
-                Some(PatchType::from_content_type(ct).ok_or_else(|| ApiError::UnsupportedMediaType {
-                    accepted: "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json".into(),
-                })?)
+                Some(req.patch_type()?)
             } else {
                 None
             };
@@ -91,16 +84,7 @@ pub async fn handle(
         ("scale", "update" | "patch") => {
             let body = req.json_body()?;
             let ty = if verb == "patch" {
-                let ct = req
-                    .headers
-                    .get("content-type")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default();
-                Some(PatchType::from_content_type(ct).ok_or_else(|| {
-                    ApiError::UnsupportedMediaType {
-                        accepted: "application/merge-patch+json".into(),
-                    }
-                })?)
+                Some(req.patch_type()?)
             } else {
                 None
             };
