@@ -53,10 +53,10 @@ set -u
 if [ "\$(stat -fc %T /sys/fs/cgroup)" != cgroup2fs ]; then
   mount -t cgroup2 cgroup2 /sys/fs/cgroup || { echo "no cgroup2" > "$OUT/result.txt"; echo 1 > "$OUT/rc"; exit 0; }
 fi
-mount -t tmpfs tmpfs /tmp
+mkdir -p /run/keeltmp && mount -t tmpfs tmpfs /run/keeltmp
 cd "$REPO/shim"
 echo "cgroup: \$(stat -fc %T /sys/fs/cgroup) controllers: \$(cat /sys/fs/cgroup/cgroup.controllers)" > "$OUT/result.txt"
-TMPDIR=/tmp "$TESTBIN" --test-threads=1 >> "$OUT/result.txt" 2>&1
+TMPDIR=/run/keeltmp "$TESTBIN" --test-threads=1 >> "$OUT/result.txt" 2>&1
 echo \$? > "$OUT/rc"
 EOF
 chmod +x "$OUT/inner.sh"

@@ -22,17 +22,6 @@ fn stats(env: &Env, id: &str) -> proto::Stats {
     }
 }
 
-fn wait_exit(env: &Env, id: &str) -> proto::ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(e) = proto::read_exit_file(&env.dir(id)) {
-            return e;
-        }
-        assert!(Instant::now() < deadline, "{id} did not exit");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 #[test]
 fn memory_limit_oom_is_reported_as_oom() {
     let env = Env::new("oom");
@@ -45,7 +34,7 @@ fn memory_limit_oom_is_reported_as_oom() {
     let b = env.bundle("b", &cfg);
     let o = env.shim(&["run", "-d", "--bundle", b.to_str().expect("utf8"), "m"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let exit = wait_exit(&env, "m");
+    let exit = common::wait_exit(&env, "m");
     assert!(exit.oom_killed, "{exit:?}");
     assert!(env.shim(&["delete", "m"]).status.success());
     // Control: the same container with a generous limit is not OOM-killed.
@@ -61,7 +50,7 @@ fn memory_limit_oom_is_reported_as_oom() {
             .status
             .success()
     );
-    let exit = wait_exit(&env, "n");
+    let exit = common::wait_exit(&env, "n");
     assert_eq!((exit.code, exit.oom_killed), (0, false), "{exit:?}");
     assert!(env.shim(&["delete", "n"]).status.success());
     assert!(env.leftover_cgroups().is_empty());

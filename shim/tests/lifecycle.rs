@@ -39,7 +39,7 @@ fn exit_codes_0_7_137_143() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(env.shim(&["kill", "t", "15"]).status.success());
     env.wait_status("t", "stopped", 10);
-    let exit = keel_shim::proto::read_exit_file(&env.dir("t")).expect("exit.json");
+    let exit = common::wait_exit(&env, "t");
     assert_eq!((exit.code, exit.signal), (143, Some(15)));
     assert!(env.shim(&["delete", "t"]).status.success());
     assert!(

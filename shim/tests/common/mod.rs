@@ -275,3 +275,15 @@ pub fn cri_records(path: &Path) -> Vec<(String, String, String)> {
         })
         .collect()
 }
+
+/// Poll for the supervisor's durable exit record of `id`.
+pub fn wait_exit(env: &Env, id: &str) -> keel_shim::proto::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(e) = keel_shim::proto::read_exit_file(&env.dir(id)) {
+            return e;
+        }
+        assert!(Instant::now() < deadline, "{id}: no exit.json after 30 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
