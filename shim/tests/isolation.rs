@@ -114,3 +114,29 @@ fn non_root_user_and_groups() {
     assert!(out.contains("tmp-ok"));
     assert!(out.contains("denied"));
 }
+
+#[test]
+fn user_namespace_maps_root_to_an_unprivileged_range() {
+    let env = Env::new("userns");
+    // The mapped root (host uid 100000) must be able to walk to the bundle.
+    std::fs::set_permissions(
+        env.tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod tempdir");
+    let mut cfg = env.config(&["/bin/sh", "-c", "id -u; cat /proc/self/uid_map"]);
+    cfg["linux"]["namespaces"]
+        .as_array_mut()
+        .expect("namespaces")
+        .push(serde_json::json!({"type": "user"}));
+    cfg["linux"]["uidMappings"] =
+        serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    cfg["linux"]["gidMappings"] =
+        serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    let (code, out, err) = sh(&env, "un", cfg);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "0", "root inside: {out}");
+    let map: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(map, ["0", "100000", "65536"], "{out}");
+}

@@ -218,9 +218,8 @@ fn prepare(l: &Launch) -> Result<Supervisor> {
         e
     };
     write_map(pid, "uid_map", &l.uid_map).map_err(fail)?;
-    if !l.gid_map.is_empty() {
-        let _ = std::fs::write(format!("/proc/{pid}/setgroups"), "deny");
-    }
+    // setgroups stays "allow": the supervisor holds CAP_SETGID in the parent namespace, so
+    // the gid_map write is permitted and the container may still set supplementary groups.
     write_map(pid, "gid_map", &l.gid_map).map_err(fail)?;
     l.cgroup.add(pid).map_err(fail)?;
     let mut ctl = std::fs::File::from(ctl_w);
