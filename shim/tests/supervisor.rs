@@ -186,3 +186,59 @@ fn supervisor_survives_caller_sigkill_and_records_exit() {
     assert!(common::cri_records(&log).iter().any(|r| r.2 == "done"));
     assert!(env.shim(&["delete", "s"]).status.success());
 }
+
+#[test]
+fn terminal_true_sends_the_pty_master_over_the_console_socket() {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use std::io::Read;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let env = Env::new("tty");
+    let sock_path = env.tmp.path().join("console.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock_path).expect("bind console socket");
+    let mut cfg = env.config(&["/bin/sh", "-c", "tty; echo on-the-tty"]);
+    cfg["process"]["terminal"] = serde_json::json!(true);
+    let b = env.bundle("b", &cfg);
+    let o = env.shim(&[
+        "create",
+        "--console-socket",
+        sock_path.to_str().expect("utf8"),
+        "--bundle",
+        b.to_str().expect("utf8"),
+        "t",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (conn, _) = listener.accept().expect("accept console connection");
+    let mut buf = [0u8; 256];
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let msg = recvmsg::<()>(
+        conn.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::empty(),
+    )
+    .expect("recvmsg");
+    let mut master = None;
+    for c in msg.cmsgs().expect("cmsgs") {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            // SAFETY: the kernel just installed this descriptor for us (SCM_RIGHTS).
+            master = Some(unsafe { OwnedFd::from_raw_fd(fds[0]) });
+        }
+    }
+    let master = master.expect("a pty master was sent");
+    assert!(env.shim(&["start", "t"]).status.success());
+    let mut f = std::fs::File::from(master);
+    let mut out = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !out.contains("on-the-tty") && Instant::now() < deadline {
+        let mut chunk = [0u8; 256];
+        match f.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.push_str(&String::from_utf8_lossy(&chunk[..n])),
+        }
+    }
+    assert!(out.contains("/dev/pts/"), "tty must be a pts: {out:?}");
+    assert!(out.contains("on-the-tty"), "{out:?}");
+    common::wait_exit(&env, "t");
+    assert!(env.shim(&["delete", "t"]).status.success());
+}
