@@ -16,6 +16,16 @@ use std::time::Duration;
 const WAIT: Duration = Duration::from_secs(60);
 static NEXT_IP: AtomicU32 = AtomicU32::new(2);
 
+/// Raises a stop flag when dropped, so helper threads in a scope end even when the test body
+/// panics (a scope joins its threads before it re-raises the panic).
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 struct Cluster {
     cp: ControlPlane,
     k: Kubectl,
@@ -121,9 +131,8 @@ impl Cluster {
                     std::thread::sleep(Duration::from_millis(30));
                 }
             });
-            let out = f();
-            stop.store(true, Ordering::SeqCst);
-            out
+            let _stop = StopOnDrop(&stop);
+            f()
         })
     }
 
@@ -322,11 +331,12 @@ fn rolling_update_bounds_status_history_undo_and_restart() {
                 }
                 (max_total, min_ready, samples)
             });
+            let guard = StopOnDrop(&stop);
             apply(&c, &WEB.replace("IMAGE", "hub.test.com/nginx:2.0"));
             let out =
                 c.k.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
             assert!(out.contains("successfully rolled out"), "{out}");
-            stop.store(true, Ordering::SeqCst);
+            drop(guard);
             watcher.join().expect("watcher")
         });
         assert!(samples > 3, "observed the rollout {samples} times");
@@ -509,7 +519,11 @@ fn deleting_a_namespace_deletes_its_contents_first() {
         });
         c.k.ok(&["delete", "namespace", "team", "--wait=false"]);
         // While its contents go, the namespace stays, Terminating.
-        let ns = c.cp.ok("GET", "/api/v1/namespaces/team", None);
+        let (code, ns) = c.cp.call("GET", "/api/v1/namespaces/team", None);
+        assert_eq!(
+            code, 200,
+            "the namespace must stay, Terminating, until its contents are gone and the namespace controller finalizes it; the API server answered: {ns}"
+        );
         assert_eq!(ns["status"]["phase"], "Terminating", "{ns}");
         poll("namespace team gone", WAIT, || {
             let (code, _) = c.cp.call("GET", "/api/v1/namespaces/team", None);
@@ -677,9 +691,10 @@ fn recreate_and_paused_deployments() {
                 }
                 mixed
             });
+            let guard = StopOnDrop(&stop);
             apply(&c, &yaml.replace("IMAGE", "hub.test.com/nginx:2.0"));
             c.k.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
-            stop.store(true, Ordering::SeqCst);
+            drop(guard);
             w.join().expect("watcher")
         });
         assert!(!mixed, "old and new pods existed together under Recreate");
