@@ -31,6 +31,8 @@ pub struct SyncReport {
     pub warnings: Vec<Warning>,
     /// conntrack deletions that failed (logged; they do not fail the sync).
     pub conntrack_errors: usize,
+    /// Why the incremental transaction failed when this sync fell back to a full one.
+    pub fallback_reason: Option<String>,
 }
 
 pub struct Proxier<R: Runner> {
@@ -169,7 +171,11 @@ impl<R: Runner> Proxier<R> {
             return self.sync_full();
         };
         let g = self.generate();
-        let script = render::diff(&old, &g.ruleset);
+        let Some(script) = render::diff(&old, &g.ruleset) else {
+            let full = render::full(&g.ruleset);
+            self.runner.nft(&full)?;
+            return Ok(self.finish(g, SyncKind::Full, full.len()));
+        };
         if script.is_empty() {
             self.applied = Some(old);
             return Ok(self.finish(g, SyncKind::Unchanged, 0));
@@ -180,7 +186,9 @@ impl<R: Runner> Proxier<R> {
                 tracing::warn!(error = %e, "incremental proxy sync failed; doing a full sync");
                 let full = render::full(&g.ruleset);
                 self.runner.nft(&full)?;
-                Ok(self.finish(g, SyncKind::Full, full.len()))
+                let mut r = self.finish(g, SyncKind::Full, full.len());
+                r.fallback_reason = Some(e.to_string());
+                Ok(r)
             }
         }
     }
@@ -197,6 +205,7 @@ impl<R: Runner> Proxier<R> {
             script_bytes: bytes,
             warnings: g.warnings,
             conntrack_errors,
+            fallback_reason: None,
         }
     }
 

@@ -149,16 +149,29 @@ pub fn full(rs: &Ruleset) -> String {
     out
 }
 
-/// The commands that turn `old` into `new`; empty when nothing changed.
-pub fn diff(old: &Ruleset, new: &Ruleset) -> String {
+/// The commands that turn `old` into `new`; empty when nothing changed. `None` when the
+/// change adds or rewrites rules: nft 1.0.6 cannot check a new rule against a `typeof` map
+/// that it only knows from the kernel ("conflicting protocols specified: ip vs. th"), so
+/// such a change needs a full sync. The shared chains for 1..=16 endpoints always exist
+/// (see `ruleset::PRECREATED`), so in practice only affinity services hit this.
+pub fn diff(old: &Ruleset, new: &Ruleset) -> Option<String> {
+    let rules_change = new.chains.iter().any(|(n, r)| old.chains.get(n) != Some(r));
+    if rules_change {
+        return None;
+    }
     let mut out = String::new();
+    diff_body(old, new, &mut out);
+    Some(out)
+}
+
+fn diff_body(old: &Ruleset, new: &Ruleset, out: &mut String) {
     for (name, timeout) in &new.affinity_sets {
         if old.affinity_sets.get(name) != Some(timeout) {
             if old.affinity_sets.contains_key(name) {
                 // A changed timeout: a set's timeout cannot be altered in place.
                 let _ = writeln!(out, "delete set {TABLE} {name}");
             }
-            affinity_set(&mut out, name, *timeout);
+            affinity_set(out, name, *timeout);
         }
     }
     for name in new.chains.keys().filter(|n| !old.chains.contains_key(*n)) {
@@ -169,9 +182,9 @@ pub fn diff(old: &Ruleset, new: &Ruleset) -> String {
             Some(r) if r == rules => {}
             Some(_) => {
                 let _ = writeln!(out, "flush chain {TABLE} {name}");
-                chain_rules(&mut out, name, rules);
+                chain_rules(out, name, rules);
             }
-            None => chain_rules(&mut out, name, rules),
+            None => chain_rules(out, name, rules),
         }
     }
     let empty = BTreeMap::new();
@@ -179,7 +192,7 @@ pub fn diff(old: &Ruleset, new: &Ruleset) -> String {
         let old_items = old.elements.get(set).unwrap_or(&empty);
         // Changed values are deleted and added again in the same transaction.
         elements(
-            &mut out,
+            out,
             "delete",
             set,
             old_items
@@ -187,7 +200,7 @@ pub fn diff(old: &Ruleset, new: &Ruleset) -> String {
                 .filter(|(k, v)| new_items.get(*k) != Some(*v)),
         );
         elements(
-            &mut out,
+            out,
             "add",
             set,
             new_items
@@ -215,5 +228,4 @@ pub fn diff(old: &Ruleset, new: &Ruleset) -> String {
     {
         let _ = writeln!(out, "delete set {TABLE} {name}");
     }
-    out
 }

@@ -35,6 +35,10 @@ pub const SETS: [&str; 10] = [
     "no-local-endpoint-nodeports",
 ];
 
+/// Endpoint counts whose shared chains exist even when no service uses them, so that a
+/// service whose endpoint count changes stays an incremental (elements-only) sync.
+pub const PRECREATED: usize = 16;
+
 /// The desired state of everything in the table that depends on services.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Ruleset {
@@ -85,6 +89,13 @@ pub fn generate(ports: &[ServicePort], node: &NodeInfo) -> Generated {
     }
     for ip in &node.addresses {
         b.element("node-ips", ip.to_string(), String::new(), "node");
+    }
+    for n in 1..=PRECREATED {
+        b.cluster_chain(n);
+        b.ext_chain(n, false);
+        b.ext_chain(n, true);
+        b.nodeport_chain(n, false);
+        b.nodeport_chain(n, true);
     }
     for sp in ports {
         b.service_port(sp);
@@ -383,4 +394,145 @@ impl Builder<'_> {
 
 fn ep_value_colon(e: &Endpoint) -> String {
     format!("{}:{}", e.ip, e.port)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Cidr, Protocol};
+    use std::net::Ipv4Addr;
+
+    fn node() -> NodeInfo {
+        NodeInfo {
+            name: "n1".into(),
+            addresses: vec![Ipv4Addr::new(192, 168, 0, 1)],
+            cluster_cidr: Some("10.244.0.0/16".parse::<Cidr>().expect("cidr")),
+        }
+    }
+
+    fn ep(last: u8) -> Endpoint {
+        Endpoint {
+            ip: Ipv4Addr::new(10, 244, 0, last),
+            port: 8080,
+        }
+    }
+
+    fn port(id: &str, ip: [u8; 4], eps: Vec<Endpoint>) -> ServicePort {
+        ServicePort {
+            id: id.into(),
+            protocol: Protocol::Tcp,
+            port: 80,
+            cluster_ips: vec![Ipv4Addr::from(ip)],
+            external_ips: vec![],
+            node_port: None,
+            affinity: None,
+            external_local: false,
+            internal_local: false,
+            local_endpoints: vec![],
+            cluster_endpoints: eps,
+        }
+    }
+
+    #[test]
+    fn cluster_ip_dispatches_to_the_shared_chain_and_fills_backends() {
+        let g = generate(
+            &[port(
+                "default/web:http",
+                [10, 96, 0, 10],
+                vec![ep(2), ep(3)],
+            )],
+            &node(),
+        );
+        let rs = &g.ruleset;
+        assert_eq!(
+            rs.elements["service-ips"]["10.96.0.10 . tcp . 80"],
+            "goto cluster-2"
+        );
+        assert_eq!(
+            rs.elements["backends"]["10.96.0.10 . tcp . 80 . 1"],
+            "10.244.0.3 . 8080"
+        );
+        assert!(rs.elements["hairpin"].contains_key("10.244.0.2 . 10.244.0.2"));
+        assert_eq!(
+            rs.chains["cluster-2"][0],
+            "ip saddr != 10.244.0.0/16 meta mark set meta mark | 0x4000"
+        );
+        assert!(rs.chains["lb-2"][0].contains("numgen random mod 2 map @backends"));
+    }
+
+    #[test]
+    fn no_endpoints_rejects_and_local_policy_drops() {
+        let mut local = port("default/l:http", [10, 96, 0, 12], vec![ep(2)]);
+        local.internal_local = true;
+        let g = generate(
+            &[port("default/e:http", [10, 96, 0, 11], vec![]), local],
+            &node(),
+        );
+        assert!(g.ruleset.elements["no-endpoints"].contains_key("10.96.0.11 . tcp . 80"));
+        assert!(g.ruleset.elements["no-local-endpoints"].contains_key("10.96.0.12 . tcp . 80"));
+        assert!(!g.ruleset.elements["service-ips"].contains_key("10.96.0.12 . tcp . 80"));
+    }
+
+    #[test]
+    fn conflicting_node_ports_keep_the_first_and_warn() {
+        let mut a = port("default/a:http", [10, 96, 0, 1], vec![ep(2)]);
+        let mut b = port("default/b:http", [10, 96, 0, 2], vec![ep(3)]);
+        a.node_port = Some(30080);
+        b.node_port = Some(30080);
+        let g = generate(&[a, b], &node());
+        assert_eq!(
+            g.ruleset.elements["nodeport-backends"]["tcp . 30080 . 0"],
+            "10.244.0.2 . 8080"
+        );
+        assert_eq!(g.warnings.len(), 1);
+        assert_eq!(g.warnings[0].service, "default/b:http");
+        // b's ClusterIP still works.
+        assert!(g.ruleset.elements["service-ips"].contains_key("10.96.0.2 . tcp . 80"));
+    }
+
+    #[test]
+    fn affinity_gets_its_own_chain_with_per_endpoint_sets() {
+        let mut a = port("default/s:http", [10, 96, 0, 5], vec![ep(2), ep(3)]);
+        a.affinity = Some(600);
+        let g = generate(&[a], &node());
+        let target = &g.ruleset.elements["service-ips"]["10.96.0.5 . tcp . 80"];
+        let chain = target.strip_prefix("goto ").expect("goto");
+        assert!(chain.starts_with("aff-"));
+        assert_eq!(g.ruleset.affinity_sets.len(), 2);
+        assert!(g.ruleset.affinity_sets.values().all(|t| *t == 600));
+        assert!(
+            g.ruleset.chains[chain]
+                .iter()
+                .any(|r| r.contains("numgen random mod 2 == 0"))
+        );
+    }
+
+    #[test]
+    fn endpoint_change_is_an_elements_only_diff() {
+        let old = generate(
+            &[port(
+                "default/web:http",
+                [10, 96, 0, 10],
+                vec![ep(2), ep(3)],
+            )],
+            &node(),
+        );
+        let new = generate(
+            &[port("default/web:http", [10, 96, 0, 10], vec![ep(3)])],
+            &node(),
+        );
+        let d = crate::render::diff(&old.ruleset, &new.ruleset).expect("incremental");
+        assert!(d.contains("delete element ip keel backends { 10.96.0.10 . tcp . 80 . 0, 10.96.0.10 . tcp . 80 . 1 }"), "{d}");
+        assert!(
+            d.contains(
+                "add element ip keel service-ips { 10.96.0.10 . tcp . 80 : goto cluster-1 }"
+            ),
+            "{d}"
+        );
+        assert!(!d.contains("add rule"), "{d}");
+        assert_eq!(
+            crate::render::diff(&new.ruleset, &new.ruleset).as_deref(),
+            Some("")
+        );
+    }
 }
