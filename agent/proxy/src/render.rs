@@ -229,3 +229,29 @@ fn diff_body(old: &Ruleset, new: &Ruleset, out: &mut String) {
         let _ = writeln!(out, "delete set {TABLE} {name}");
     }
 }
+
+/// An elements-only incremental change: deletions, additions, then removed chains and sets.
+pub fn elements_change(
+    del: &BTreeMap<&'static str, BTreeMap<String, String>>,
+    add: &BTreeMap<&'static str, BTreeMap<String, String>>,
+    chains: &[String],
+    sets: &[String],
+) -> String {
+    let mut out = String::new();
+    for (set, items) in del {
+        elements(&mut out, "delete", set, items.iter());
+    }
+    for (set, items) in add {
+        elements(&mut out, "add", set, items.iter());
+    }
+    for name in chains {
+        let _ = writeln!(out, "flush chain {TABLE} {name}");
+    }
+    for name in chains {
+        let _ = writeln!(out, "delete chain {TABLE} {name}");
+    }
+    for name in sets {
+        let _ = writeln!(out, "delete set {TABLE} {name}");
+    }
+    out
+}

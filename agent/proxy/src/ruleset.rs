@@ -68,7 +68,7 @@ pub enum UdpKey {
 struct Builder<'a> {
     node: &'a NodeInfo,
     rs: Ruleset,
-    owner: BTreeMap<(&'static str, String), String>,
+    owner: std::collections::HashMap<(&'static str, String), String>,
     warnings: Vec<Warning>,
     udp: BTreeMap<UdpKey, BTreeSet<Endpoint>>,
 }
@@ -76,35 +76,33 @@ struct Builder<'a> {
 /// Generates the ruleset for all service ports. Ports are processed in the given order;
 /// when two claim the same address and port (or NodePort) the first keeps it and the
 /// other gets a warning.
-pub fn generate(ports: &[ServicePort], node: &NodeInfo) -> Generated {
-    let mut b = Builder {
-        node,
-        rs: Ruleset::default(),
-        owner: BTreeMap::new(),
-        warnings: Vec::new(),
-        udp: BTreeMap::new(),
-    };
-    for s in SETS {
-        b.rs.elements.insert(s, BTreeMap::new());
-    }
-    for ip in &node.addresses {
-        b.element("node-ips", ip.to_string(), String::new(), "node");
-    }
-    for n in 1..=PRECREATED {
-        b.cluster_chain(n);
-        b.ext_chain(n, false);
-        b.ext_chain(n, true);
-        b.nodeport_chain(n, false);
-        b.nodeport_chain(n, true);
-    }
+pub fn generate<'p>(
+    ports: impl IntoIterator<Item = &'p ServicePort>,
+    node: &NodeInfo,
+) -> Generated {
+    let mut b = Builder::new(node);
+    b.static_part();
     for sp in ports {
         b.service_port(sp);
     }
-    Generated {
-        ruleset: b.rs,
-        warnings: b.warnings,
-        udp: b.udp,
+    b.finish()
+}
+
+/// What does not depend on services: node addresses and the pre-created shared chains.
+pub fn generate_static(node: &NodeInfo) -> Generated {
+    let mut b = Builder::new(node);
+    b.static_part();
+    b.finish()
+}
+
+/// One service's share of the ruleset, without the static part. Conflicts with other
+/// services are resolved when shares are merged (the proxier keeps the smallest key).
+pub fn generate_service(ports: &[ServicePort], node: &NodeInfo) -> Generated {
+    let mut b = Builder::new(node);
+    for sp in ports {
+        b.service_port(sp);
     }
+    b.finish()
 }
 
 /// `aff-<16 hex>`: a stable per-(service port, traffic kind) name.
@@ -123,7 +121,42 @@ fn ep_value(e: &Endpoint) -> String {
     format!("{} . {}", e.ip, e.port)
 }
 
-impl Builder<'_> {
+impl<'a> Builder<'a> {
+    fn new(node: &'a NodeInfo) -> Self {
+        let mut b = Builder {
+            node,
+            rs: Ruleset::default(),
+            owner: std::collections::HashMap::new(),
+            warnings: Vec::new(),
+            udp: BTreeMap::new(),
+        };
+        for s in SETS {
+            b.rs.elements.insert(s, BTreeMap::new());
+        }
+        b
+    }
+
+    fn static_part(&mut self) {
+        for ip in self.node.addresses.clone() {
+            self.element("node-ips", ip.to_string(), String::new(), "");
+        }
+        for n in 1..=PRECREATED {
+            self.cluster_chain(n);
+            self.ext_chain(n, false);
+            self.ext_chain(n, true);
+            self.nodeport_chain(n, false);
+            self.nodeport_chain(n, true);
+        }
+    }
+
+    fn finish(self) -> Generated {
+        Generated {
+            ruleset: self.rs,
+            warnings: self.warnings,
+            udp: self.udp,
+        }
+    }
+
     /// Adds one element, refusing a key some other service already owns.
     fn element(&mut self, set: &'static str, key: String, value: String, owner: &str) -> bool {
         match self.owner.get(&(set, key.clone())) {
