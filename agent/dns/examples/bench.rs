@@ -11,7 +11,11 @@ use serde_json::json;
 
 fn arg(name: &str, default: &str) -> String {
     let a: Vec<String> = std::env::args().collect();
-    a.iter().position(|x| x == name).and_then(|i| a.get(i + 1)).cloned().unwrap_or(default.into())
+    a.iter()
+        .position(|x| x == name)
+        .and_then(|i| a.get(i + 1))
+        .cloned()
+        .unwrap_or(default.into())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -20,7 +24,9 @@ fn main() -> anyhow::Result<()> {
     let clients = arg("--clients", "4");
     let table = keel_dns::shared_table("cluster.local");
     {
-        let mut t = table.write().map_err(|_| anyhow::anyhow!("table lock poisoned"))?;
+        let mut t = table
+            .write()
+            .map_err(|_| anyhow::anyhow!("table lock poisoned"))?;
         for i in 0..n {
             let svc = serde_json::from_value(json!({
                 "metadata": {"namespace": format!("ns{}", i % 50), "name": format!("svc{i}")},
@@ -36,11 +42,19 @@ fn main() -> anyhow::Result<()> {
         q.push_str(&format!("svc{i}.ns{}.svc.cluster.local A\n", i % 50));
     }
     std::fs::write(&qfile, q)?;
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
     let port = rt.block_on(async {
         let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
         let port = udp.local_addr()?.port();
-        tokio::spawn(keel_dns::run_udp(udp, table, keel_dns::Config::default(), std::future::pending()));
+        tokio::spawn(keel_dns::run_udp(
+            udp,
+            table,
+            keel_dns::Config::default(),
+            std::future::pending(),
+        ));
         anyhow::Ok(port)
     })?;
     let out = Command::new("dnsperf")
