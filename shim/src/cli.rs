@@ -188,13 +188,19 @@ fn create_options(a: CreateArgs) -> Result<CreateOptions> {
     })
 }
 
+/// Write to stdout; a reader that went away (EPIPE, e.g. `| grep -q`) is not an error.
+fn out(text: &str) {
+    let mut o = std::io::stdout().lock();
+    let _ = o.write_all(text.as_bytes()).and_then(|_| o.flush());
+}
+
 fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     let s = serde_json::to_string_pretty(v).map_err(|e| Error::Io {
         op: "encode",
         path: "stdout".into(),
         source: std::io::Error::other(e),
     })?;
-    println!("{s}");
+    out(&format!("{s}\n"));
     Ok(())
 }
 
@@ -246,12 +252,12 @@ fn dispatch(root: &Path, cmd: Cmd) -> Result<i32> {
             let states = container::state::list(root);
             if quiet {
                 for s in &states {
-                    println!("{}", s.id);
+                    out(&format!("{}\n", s.id));
                 }
             } else if format == "json" {
                 print_json(&states)?;
             } else {
-                print!("{}", container::state::list_table(&states));
+                out(&container::state::list_table(&states));
             }
             Ok(0)
         }
@@ -260,7 +266,7 @@ fn dispatch(root: &Path, cmd: Cmd) -> Result<i32> {
             if format == "json" {
                 print_json(&pids)?;
             } else {
-                print!("{}", container::state::ps_table(&pids));
+                out(&container::state::ps_table(&pids));
             }
             Ok(0)
         }
@@ -273,7 +279,7 @@ fn dispatch(root: &Path, cmd: Cmd) -> Result<i32> {
                 ));
             }
             let v = container::state::events_stats(root, &id)?;
-            println!("{v}");
+            out(&format!("{v}\n"));
             Ok(0)
         }
         Cmd::Features => print_json(&container::features::features()).map(|_| 0),
@@ -308,7 +314,7 @@ pub fn main(args: Vec<String>) -> i32 {
         }
     };
     if cli.version {
-        print!("{VERSION_TEXT}");
+        out(VERSION_TEXT);
         return 0;
     }
     let Some(cmd) = cli.cmd else {

@@ -193,7 +193,10 @@ impl Container {
 
     /// The current status, derived from the processes.
     pub fn status(&self) -> Status {
-        if self.dir.join(proto::EXIT_FILE_NAME).exists() || !self.init_alive() {
+        // /proc first: while init is exiting, the supervisor renames and fsyncs exit.json in
+        // this folder, and a lookup there can wait behind that journal commit for 100+ ms
+        // on a busy disk. A dead or zombie init already means stopped.
+        if !self.init_alive() || self.dir.join(proto::EXIT_FILE_NAME).exists() {
             return Status::Stopped;
         }
         if self.saved.status == Status::Running && self.cgroup().is_frozen() {
