@@ -75,7 +75,16 @@ pub async fn init(opts: &InitOptions) -> Result<String> {
         .next()
         .and_then(|p| p.parse().ok())
         .context("--listen must be ADDR:PORT")?;
-    let advertise = opts.advertise_address.unwrap_or_else(default_address);
+    // Without --advertise-address: the listen address when it names one, else the address of
+    // the interface holding the default route.
+    let listen_ip = opts
+        .listen
+        .rsplit_once(':')
+        .and_then(|(h, _)| h.trim_matches(['[', ']']).parse::<IpAddr>().ok());
+    let advertise = opts
+        .advertise_address
+        .or(listen_ip.filter(|ip| !ip.is_unspecified()))
+        .unwrap_or_else(default_address);
     let cfg = ClusterConfig {
         advertise_address: advertise,
         listen: opts.listen.clone(),
