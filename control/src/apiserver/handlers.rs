@@ -785,6 +785,29 @@ pub async fn delete(
     opts: &DeleteOptions,
     dry_run: bool,
 ) -> ApiResult<Value> {
+    // Without preconditions a concurrent write is not the client's conflict: decide again on
+    // the new version, as kube-apiserver's deletion does.
+    let mut attempts = 0;
+    loop {
+        match delete_once(api, r, ns, name, opts, dry_run).await {
+            Err(ApiError::Conflict { .. })
+                if opts.uid.is_none() && opts.resource_version.is_none() && attempts < 8 =>
+            {
+                attempts += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn delete_once(
+    api: &ApiServer,
+    r: &Resource,
+    ns: Option<&str>,
+    name: &str,
+    opts: &DeleteOptions,
+    dry_run: bool,
+) -> ApiResult<Value> {
     if r.kind == "Namespace" && SYSTEM_NAMESPACES.contains(&name) {
         return Err(ApiError::Forbidden {
             message: format!(

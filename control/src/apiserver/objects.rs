@@ -196,10 +196,15 @@ pub fn finalizers(obj: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// True when an object marked for deletion has nothing left holding it.
+/// True when an object marked for deletion has nothing left holding it (metadata finalizers,
+/// a namespace's `spec.finalizers`, a graceful pod's grace period).
 pub fn deletion_complete(obj: &Value) -> bool {
     obj.pointer("/metadata/deletionTimestamp").is_some()
         && finalizers(obj).is_empty()
+        && obj
+            .pointer("/spec/finalizers")
+            .and_then(Value::as_array)
+            .is_none_or(|f| f.is_empty())
         && obj
             .pointer("/metadata/deletionGracePeriodSeconds")
             .and_then(Value::as_i64)
