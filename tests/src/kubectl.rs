@@ -27,6 +27,8 @@ pub fn binary(version: &str) -> PathBuf {
 pub struct Kubectl {
     pub bin: PathBuf,
     pub kubeconfig: PathBuf,
+    /// Run inside this network namespace (`ip netns exec`), for lab machines.
+    pub netns: Option<String>,
     cache: tempfile::TempDir,
 }
 
@@ -41,12 +43,28 @@ impl Kubectl {
         Kubectl {
             bin: binary(version),
             kubeconfig: kubeconfig.to_path_buf(),
+            netns: None,
             cache: tempfile::tempdir().expect("cache dir"),
         }
     }
 
+    /// kubectl run inside network namespace `ns`.
+    pub fn in_netns(version: &str, kubeconfig: &Path, ns: &str) -> Kubectl {
+        Kubectl {
+            netns: Some(ns.to_string()),
+            ..Kubectl::new(version, kubeconfig)
+        }
+    }
+
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(&self.bin);
+        let mut c = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&self.bin);
+                c
+            }
+            None => Command::new(&self.bin),
+        };
         c.arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .arg("--cache-dir")

@@ -5,7 +5,7 @@
 //! `keeljoin-<pid>-<lab>-<node>`; processes and namespaces are removed by Drop guards, and
 //! namespaces left by a crashed earlier run (whose pid is gone) are removed on start.
 
-use crate::kubectl::{Kubectl, Output};
+use crate::kubectl::Kubectl;
 use crate::{poll, workspace_bin};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -331,7 +331,7 @@ impl LabControl {
 
     /// kubectl as admin, run inside the control plane's namespace.
     pub fn kubectl(&self) -> NsKubectl {
-        NsKubectl::new(&self.ns, &self.admin_kubeconfig())
+        Kubectl::in_netns("", &self.admin_kubeconfig(), &self.ns)
     }
 
     /// The `--token` and `--discovery-token-ca-cert-hash` values of the join command.
@@ -349,58 +349,8 @@ impl LabControl {
     }
 }
 
-/// The real kubectl (`Kubectl`), run inside a lab namespace.
-pub struct NsKubectl {
-    pub ns: String,
-    pub inner: Kubectl,
-}
-
-impl NsKubectl {
-    pub fn new(ns: &str, kubeconfig: &Path) -> NsKubectl {
-        NsKubectl {
-            ns: ns.into(),
-            inner: Kubectl::new("", kubeconfig),
-        }
-    }
-
-    pub fn run(&self, args: &[&str]) -> Output {
-        let inner = self.inner.command(args);
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.ns])
-            .arg(inner.get_program())
-            .args(inner.get_args())
-            .output()
-            .unwrap_or_else(|e| panic!("running kubectl in {}: {e}", self.ns));
-        Output {
-            ok: out.status.success(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.ok,
-            "kubectl {} failed:\nstdout: {}\nstderr: {}",
-            args.join(" "),
-            out.stdout,
-            out.stderr
-        );
-        out.stdout
-    }
-
-    pub fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            !out.ok,
-            "kubectl {} should have failed but printed: {}",
-            args.join(" "),
-            out.stdout
-        );
-        out.stderr
-    }
-}
+/// The real kubectl, run inside a lab namespace (`Kubectl::in_netns`).
+pub type NsKubectl = Kubectl;
 
 /// A `keel-agent` command inside machine `m` (`join ...` or `run ...`).
 pub fn agent_command(m: &Machine, args: &[&str]) -> Command {

@@ -232,9 +232,10 @@ fn workers_join_show_ready_and_recover_after_an_outage() {
     wait_ready(&admin, "node01", "True", &mut w1, 30);
 
     // A node's certificate may not touch another node or read a pod bound elsewhere.
-    let as_w1 = NsKubectl::new(
-        &lab.machine("node01").ns.name,
+    let as_w1 = NsKubectl::in_netns(
+        "",
         &root_dir(&lab, "node01").join("pki/kubeconfig"),
+        &lab.machine("node01").ns.name,
     );
     let err = as_w1.fails(&[
         "patch",
@@ -263,9 +264,10 @@ fn workers_join_show_ready_and_recover_after_an_outage() {
         err.contains("Forbidden") || err.contains("forbidden"),
         "{err}"
     );
-    let as_w2 = NsKubectl::new(
-        &lab.machine("node02").ns.name,
+    let as_w2 = NsKubectl::in_netns(
+        "",
         &root_dir(&lab, "node02").join("pki/kubeconfig"),
+        &lab.machine("node02").ns.name,
     );
     let mine = as_w2.ok(&[
         "get",
