@@ -8,6 +8,7 @@ if [ "$(id -u)" != 0 ]; then
   echo "scripts/test.sh: the root test tiers need root; run: sudo bash scripts/test.sh" >&2
   exit 1
 fi
+bash scripts/install-deps.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --locked --bins
