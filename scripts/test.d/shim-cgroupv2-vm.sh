@@ -60,8 +60,11 @@ TMPDIR=/run/keeltmp "$TESTBIN" --test-threads=1 >> "$OUT/result.txt" 2>&1
 echo \$? > "$OUT/rc"
 EOF
 chmod +x "$OUT/inner.sh"
+# The VM's console goes to a file of its own: qemu reopens its output from the start, which
+# would overwrite the caller's log when that is a file.
 timeout 900 vng --run "$KDIR/boot/vmlinuz-$KVER" --disable-kvm --force-9p -m 2G \
-  --rwdir "$OUT" --exec "$OUT/inner.sh" </dev/null || true
+  --rwdir "$OUT" --exec "$OUT/inner.sh" </dev/null >"$OUT/vng.log" 2>&1 || true
+[ -f "$OUT/rc" ] || tail -n 40 "$OUT/vng.log"
 cat "$OUT/result.txt" 2>/dev/null || true
 RC="$(cat "$OUT/rc" 2>/dev/null || echo 1)"
 grep -q "cgroup: cgroup2fs" "$OUT/result.txt" 2>/dev/null || fail "the VM did not run on cgroup v2"
