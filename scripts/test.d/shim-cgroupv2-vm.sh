@@ -39,8 +39,9 @@ if [ ! -d "/lib/modules/$KVER" ]; then
 fi
 
 # 2. Build the test binary on the host (the VM only runs it).
+# Only the test target's artifact: the keel-shim binary is built too and may come last.
 TESTBIN="$(cargo test -p keel-shim --test cgroups --no-run --message-format=json 2>/dev/null \
-  | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)"
+  | grep '"kind":\["test"\]' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)"
 [ -x "$TESTBIN" ] || fail "could not build the keel-shim cgroups test binary"
 cargo build -p keel-shim --bin keel-shim >/dev/null 2>&1 || fail "cargo build -p keel-shim failed"
 
