@@ -359,13 +359,18 @@ fn backup_and_restore_round_trip() {
     let mut cp = ControlPlane::start_api_only();
     cp.ok("POST", "/api/v1/namespaces/default/configmaps", Some(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "keep"}, "data": {"a": "1"}})));
     let bin = keel_tests::workspace_bin("keel-control");
+    // `keel-control <verb> --data-dir <dir> <file>`
+    let data = cp.data_dir();
+    let control = |verb: &str, file: &std::path::Path| {
+        Command::new(&bin)
+            .args([verb, "--data-dir"])
+            .arg(&data)
+            .arg(file)
+            .output()
+            .unwrap_or_else(|e| panic!("keel-control {verb}: {e}"))
+    };
     let backup = cp.dir.path().join("backup.db");
-    let out = Command::new(&bin)
-        .args(["backup", "--data-dir"])
-        .arg(cp.data_dir())
-        .arg(&backup)
-        .output()
-        .expect("backup");
+    let out = control("backup", &backup);
     assert!(
         out.status.success(),
         "{}",
@@ -373,12 +378,7 @@ fn backup_and_restore_round_trip() {
     );
     cp.ok("DELETE", "/api/v1/namespaces/default/configmaps/keep", None);
     // Restore refuses while the server runs.
-    let out = Command::new(&bin)
-        .args(["restore", "--data-dir"])
-        .arg(cp.data_dir())
-        .arg(&backup)
-        .output()
-        .expect("restore");
+    let out = control("restore", &backup);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("stop it before restoring"),
@@ -389,23 +389,13 @@ fn backup_and_restore_round_trip() {
         cp.stop().is_some_and(|s| s.success()),
         "serve exits cleanly on SIGTERM"
     );
-    let out = Command::new(&bin)
-        .args(["restore", "--data-dir"])
-        .arg(cp.data_dir())
-        .arg(&backup)
-        .output()
-        .expect("restore");
+    let out = control("restore", &backup);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = Command::new(&bin)
-        .args(["restore", "--data-dir"])
-        .arg(cp.data_dir())
-        .arg(cp.dir.path().join("control.log"))
-        .output()
-        .expect("restore junk");
+    let out = control("restore", &cp.dir.path().join("control.log"));
     assert!(
         !out.status.success(),
         "a file that is not a backup is refused"

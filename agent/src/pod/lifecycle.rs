@@ -229,6 +229,11 @@ fn restart_or_wait(
     if !counted {
         note_restart(mem, name, started_at, finished_at);
     }
+    start_when_ready(mem, name, now, stay)
+}
+
+/// Start `name` now if its back-off has run out, else come back when it does.
+fn start_when_ready(mem: &Memory, name: &str, now: Millis, stay: State) -> (State, Vec<Action>) {
     match backoff_ready(mem, name, now) {
         Ok(()) => (stay, vec![Action::StartContainer(name.to_string())]),
         Err(until) => (stay, vec![Action::RequeueAt(until)]),
@@ -254,10 +259,7 @@ fn retry_failed(
             .unwrap_or(BACKOFF_INITIAL);
         mem.backoff.insert(name.to_string(), (at + delay, delay));
     }
-    match backoff_ready(mem, name, now) {
-        Ok(()) => (stay, vec![Action::StartContainer(name.to_string())]),
-        Err(until) => (stay, vec![Action::RequeueAt(until)]),
-    }
+    start_when_ready(mem, name, now, stay)
 }
 
 fn running(mem: &mut Memory, want: &Desired, seen: &Observed, now: Millis) -> (State, Vec<Action>) {
