@@ -15,4 +15,5 @@ pub mod doctor;
 pub mod node;
 pub mod pod;
 pub mod run;
+pub mod services;
 pub mod state;

@@ -64,6 +64,21 @@ impl Layout {
     pub fn config(&self) -> PathBuf {
         self.root.join("config.json")
     }
+    /// `pods/`: one folder per pod uid (see `pod::record`).
+    pub fn pods(&self) -> PathBuf {
+        self.root.join("pods")
+    }
+    pub fn pod_dir(&self, uid: &str) -> PathBuf {
+        self.pods().join(uid)
+    }
+    /// The image store (`keel-shim image --image-root`).
+    pub fn images(&self) -> PathBuf {
+        self.root.join("images")
+    }
+    /// CNI configuration and IPAM data.
+    pub fn cni(&self) -> PathBuf {
+        self.root.join("cni")
+    }
 }
 
 /// Reserved resources subtracted from capacity for allocatable (kubelet's system-reserved plus

@@ -1,4 +1,5 @@
-//! Pods on this node: `lifecycle` is the pure state machine; the sync loop and the executor
-//! (sandbox, images, containers through keel-shim) come with the pods issue.
+//! Pods on this node: `lifecycle` is the pure state machine; `record` is what the executor
+//! keeps on disk per pod (read by the HTTPS server and the stats collector).
 
 pub mod lifecycle;
+pub mod record;

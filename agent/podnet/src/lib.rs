@@ -1,0 +1,1 @@
+//! keel-podnet: Pod sandboxes: network namespaces, CNI ADD/DEL, host-gw routes and masquerade.

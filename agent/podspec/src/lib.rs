@@ -1,0 +1,1 @@
+//! keel-podspec: Pod spec -> OCI runtime spec, volumes, env, /etc files, QoS and pod cgroups.

@@ -1,0 +1,1 @@
+//! keel-probe: Liveness, readiness and startup probes and lifecycle handlers.
