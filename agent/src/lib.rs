@@ -15,5 +15,7 @@ pub mod doctor;
 pub mod node;
 pub mod pod;
 pub mod run;
+pub mod server;
 pub mod services;
+pub mod stats;
 pub mod state;
