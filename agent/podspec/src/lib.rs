@@ -1,1 +1,11 @@
 //! keel-podspec: Pod spec -> OCI runtime spec, volumes, env, /etc files, QoS and pod cgroups.
+
+pub mod downward;
+pub mod env;
+pub mod error;
+pub mod etc;
+pub mod qos;
+pub mod quantity;
+pub mod refs;
+
+pub use error::{ConfigError, Result};
