@@ -1,6 +1,6 @@
 //! Objects the API server keeps in place itself, as kube-apiserver does: the system namespaces
-//! and the `kubernetes` Service (first service IP, port 443) with Endpoints at the advertised
-//! address. Written straight to the store, before the server listens.
+//! and the `kubernetes` Service (first service IP, port 443) with Endpoints and an EndpointSlice
+//! at the advertised address. Written straight to the store, before the server listens.
 
 use crate::apiserver::Settings;
 use crate::apiserver::objects::now;
@@ -56,6 +56,25 @@ pub async fn ensure_system_objects(store: &dyn Backend, s: &Settings) -> Result<
                             "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
                "subsets": [{"addresses": [{"ip": s.advertise_address.to_string()}],
                             "ports": [{"name": "https", "port": s.port, "protocol": "TCP"}]}]}),
+    )
+    .await?;
+    // Its EndpointSlice too (kube-apiserver's endpoints adapter writes both), so that
+    // slice-watching proxies and DNS see the API server.
+    let addr_type = if s.advertise_address.is_ipv4() {
+        "IPv4"
+    } else {
+        "IPv6"
+    };
+    ensure(
+        store,
+        "/registry/discovery.k8s.io/endpointslices/default/kubernetes",
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+               "metadata": {"name": "kubernetes", "namespace": "default",
+                            "labels": {"kubernetes.io/service-name": "kubernetes"}},
+               "addressType": addr_type,
+               "endpoints": [{"addresses": [s.advertise_address.to_string()],
+                              "conditions": {"ready": true, "serving": true, "terminating": false}}],
+               "ports": [{"name": "https", "port": s.port, "protocol": "TCP"}]}),
     )
     .await?;
     Ok(())

@@ -9,6 +9,7 @@
 //! - [`quantity`]: resource quantities (`100m`, `1Gi`);
 //! - [`scheduler`]: filters, scores, the scheduling queue and binding;
 //! - [`replicaset`], [`deployment`], [`daemonset`]: the workload controllers;
+//! - [`endpoints`], [`endpoints_desired`]: Endpoints and EndpointSlices of Services;
 //! - [`gc`]: the ownerReference garbage collector; [`namespace`]: namespace deletion;
 //! - [`nodeipam`]: podCIDR allocation; [`tokencleaner`]: expired bootstrap tokens;
 //! - [`runner`]: starts every loop and stops them on shutdown.
@@ -16,6 +17,8 @@
 
 pub mod daemonset;
 pub mod deployment;
+pub mod endpoints;
+pub mod endpoints_desired;
 pub mod events;
 pub mod gc;
 pub mod informer;

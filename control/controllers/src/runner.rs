@@ -5,7 +5,8 @@
 use crate::events::{Recorder, Sink};
 use crate::informer::Informer;
 use crate::{
-    Config, daemonset, deployment, gc, namespace, nodeipam, replicaset, scheduler, tokencleaner,
+    Config, daemonset, deployment, endpoints, gc, namespace, nodeipam, replicaset, scheduler,
+    tokencleaner,
 };
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret};
@@ -72,6 +73,7 @@ pub async fn run(client: Client, config: Config, shutdown: impl Future<Output = 
         recorder: Recorder::new(&sink, "daemonset-controller"),
     });
     tasks.spawn(ds.run(2));
+    tasks.spawn(endpoints::Controller::new(client.clone(), &inf.pods, &inf.nodes).run(2));
     let gc = Arc::new(gc::Collector::new(client.clone(), &inf));
     tasks.spawn(gc.run(2));
     tasks.spawn(namespace::run(client.clone(), Arc::clone(&inf.namespaces)));
