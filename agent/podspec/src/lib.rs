@@ -1,5 +1,6 @@
 //! keel-podspec: Pod spec -> OCI runtime spec, volumes, env, /etc files, QoS and pod cgroups.
 
+pub mod cgroup;
 pub mod downward;
 pub mod env;
 pub mod error;
