@@ -1,0 +1,114 @@
+//! A test-only driver for keel-podnet, run by the root tests through
+//! `nsenter --net=<node netns> --` so that everything happens in that node's namespace, as the
+//! agent would. One process per call, so every call builds a fresh `Network` (an agent restart).
+//!
+//! ```text
+//! podnet-lab setup <config.json> <uid> <namespace> <name>   prints the PodNetwork as JSON
+//! podnet-lab teardown <config.json> <uid>
+//! podnet-lab attached <config.json>                        one uid per line
+//! podnet-lab routes <self> <nodes.json> <cluster-cidr>     desired + apply + masquerade
+//! podnet-lab watch <kubeconfig> <node> <cluster-cidr>      routes::run until stdin closes
+//! podnet-lab cleanup
+//! podnet-lab listen <ip:port>                              prints the first peer's address
+//! podnet-lab connect <ip:port>                             prints the local address used
+//! ```
+//! config.json: `{"confDir", "binDirs": [], "stateDir", "netnsDir", "podCidr", "bridge", "mtu"}`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use keel_podnet::{Network, NetworkConfig, PodRef, routes};
+use serde_json::{Value, json};
+
+fn config(path: &str) -> Result<NetworkConfig> {
+    let v: Value = serde_json::from_slice(&std::fs::read(path).context("read config")?)?;
+    let s = |k: &str| v[k].as_str().map(str::to_string);
+    let mut c = NetworkConfig::new(
+        PathBuf::from(s("confDir").context("confDir")?),
+        v["binDirs"]
+            .as_array()
+            .context("binDirs")?
+            .iter()
+            .filter_map(|d| d.as_str().map(PathBuf::from))
+            .collect(),
+        PathBuf::from(s("stateDir").context("stateDir")?),
+    );
+    if let Some(d) = s("netnsDir") {
+        c.netns_dir = d.into();
+    }
+    c.pod_cidr = s("podCidr");
+    if let Some(b) = s("bridge") {
+        c.bridge = b;
+    }
+    c.mtu = v["mtu"].as_u64().and_then(|m| u32::try_from(m).ok());
+    Ok(c)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    match a.as_slice() {
+        ["setup", cfg, uid, ns, name] => {
+            let net = Network::new(config(cfg)?)?;
+            let pod = PodRef {
+                uid: uid.to_string(),
+                namespace: ns.to_string(),
+                name: name.to_string(),
+            };
+            let p = net.setup(&pod).await?;
+            println!(
+                "{}",
+                json!({
+                    "netns": p.netns, "ips": p.ips, "interface": p.interface,
+                    "gateway": p.gateway, "mac": p.mac,
+                })
+            );
+        }
+        ["teardown", cfg, uid] => Network::new(config(cfg)?)?.teardown(uid).await?,
+        ["attached", cfg] => {
+            for u in Network::new(config(cfg)?)?.attached() {
+                println!("{u}");
+            }
+        }
+        ["routes", me, nodes, cidr] => {
+            let nodes: Vec<k8s_openapi::api::core::v1::Node> =
+                serde_json::from_slice(&std::fs::read(nodes)?)?;
+            let want = routes::desired(me, &nodes);
+            routes::apply(&want).await?;
+            routes::masquerade(&routes::parse_cluster_cidrs(cidr)?).await?;
+        }
+        ["watch", kubeconfig, node, cidr] => {
+            let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
+            let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+            let client = kube::Client::try_from(cfg)?;
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let mut buf = [0u8; 64];
+                while tokio::io::stdin().read(&mut buf).await.is_ok_and(|n| n > 0) {}
+                let _ = tx.send(true);
+            });
+            routes::run(client, node.to_string(), cidr.to_string(), rx).await?;
+        }
+        ["cleanup"] => routes::cleanup().await?,
+        ["listen", addr] => {
+            let l = tokio::net::TcpListener::bind(addr).await?;
+            println!("listening");
+            let (_, peer) = tokio::time::timeout(Duration::from_secs(20), l.accept())
+                .await
+                .context("no connection within 20 s")??;
+            println!("{}", peer.ip());
+        }
+        ["connect", addr] => {
+            let s =
+                tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+                    .await
+                    .context("connect timed out")??;
+            println!("{}", s.local_addr()?.ip());
+        }
+        _ => bail!("usage: see the header of agent/podnet/examples/podnet-lab.rs"),
+    }
+    Ok(())
+}

@@ -1,0 +1,169 @@
+//! Root tests of keel-podnet with the real keel-bridge / keel-host-local binaries in a
+//! namespace lab (see `common`): pods on one node and across nodes, host-gw routes,
+//! masquerade to an outside host, idempotent setup after a restart, teardown leaving nothing.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Lab, Listener, connect, poll};
+use serde_json::Value;
+
+fn ip_of(p: &Value) -> String {
+    p["ips"][0].as_str().expect("pod has an IP").to_string()
+}
+
+fn netns_of(p: &Value) -> String {
+    p["netns"].as_str().expect("netns path").to_string()
+}
+
+#[test]
+fn pods_on_two_nodes_routes_masquerade_and_teardown() {
+    let lab = Lab::new("main", 2);
+    let (n1, n2) = (&lab.nodes[0], &lab.nodes[1]);
+
+    // Two pods per node.
+    let a1 = n1.setup("uid-a1", "a1");
+    let a2 = n1.setup("uid-a2", "a2");
+    let b1 = n2.setup("uid-b1", "b1");
+    let b2 = n2.setup("uid-b2", "b2");
+    for (p, node) in [(&a1, n1), (&a2, n1), (&b1, n2), (&b2, n2)] {
+        let ip = ip_of(p);
+        let prefix = node.pod_cidr.trim_end_matches("0/24");
+        assert!(ip.starts_with(prefix), "{ip} not in {}", node.pod_cidr);
+        assert_eq!(p["interface"], "eth0");
+        assert_eq!(
+            p["gateway"].as_str(),
+            Some(format!("{prefix}1").as_str()),
+            "{p}"
+        );
+        assert!(std::path::Path::new(&netns_of(p)).exists());
+        // lo is up inside the pod.
+        let lo =
+            common::ok(common::in_netns(&netns_of(p), "ip").args(["-o", "link", "show", "lo"]));
+        assert!(lo.contains("UP"), "lo not up in the pod: {lo}");
+    }
+    assert_eq!(n1.reserved_ips().len(), 2);
+    assert_eq!(n1.veths(), 3, "eth1 plus two pod veths");
+    // The default conflist was written from the podCIDR.
+    let conf = std::fs::read_to_string(n1.dir.join("net.d/10-keel.conflist")).expect("conflist");
+    assert!(
+        conf.contains("10.244.1.0/24") && conf.contains("keel-bridge"),
+        "{conf}"
+    );
+
+    // Pod to pod on one node.
+    let l = Listener::start(&netns_of(&a1), &format!("{}:8080", ip_of(&a1)));
+    let from = connect(&netns_of(&a2), &format!("{}:8080", ip_of(&a1))).expect("a2 -> a1");
+    assert_eq!(from, ip_of(&a2));
+    assert_eq!(l.peer(), ip_of(&a2));
+
+    // Across nodes: no route yet, so this must fail (the control for the next step).
+    assert_eq!(
+        connect(&netns_of(&a1), &format!("{}:8080", ip_of(&b1))),
+        None
+    );
+
+    // host-gw routes + masquerade, from the Node objects.
+    let nodes_json = lab.dir.path().join("nodes.json");
+    std::fs::write(&nodes_json, lab.node_objects(&[0, 1]).to_string()).expect("nodes.json");
+    let nodes_arg = nodes_json.to_string_lossy().into_owned();
+    for n in [n1, n2] {
+        n.lab_ok(&["routes", &n.name, &nodes_arg, "10.244.0.0/16"]);
+    }
+    let r1 = n1.ns.ip(&["route", "show", "proto", "75"]);
+    assert_eq!(
+        r1.trim(),
+        format!("10.244.2.0/24 via {} dev eth1", n2.ip),
+        "{r1}"
+    );
+    assert!(
+        n1.ns
+            .cmd("nft")
+            .args(["list", "table", "ip", "keel-nat"])
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "table ip keel-nat missing"
+    );
+    // Applying again changes nothing.
+    n1.lab_ok(&["routes", &n1.name, &nodes_arg, "10.244.0.0/16"]);
+    assert_eq!(n1.ns.ip(&["route", "show", "proto", "75"]), r1);
+
+    // Pod to pod across nodes, without address translation.
+    let l = Listener::start(&netns_of(&b1), &format!("{}:8080", ip_of(&b1)));
+    connect(&netns_of(&a1), &format!("{}:8080", ip_of(&b1))).expect("a1 -> b1");
+    assert_eq!(l.peer(), ip_of(&a1));
+    let l = Listener::start(&netns_of(&a2), &format!("{}:8081", ip_of(&a2)));
+    connect(&netns_of(&b2), &format!("{}:8081", ip_of(&a2))).expect("b2 -> a2");
+    assert_eq!(l.peer(), ip_of(&b2));
+
+    // Leaving the cluster CIDR: the outside host sees the node's address.
+    let out_addr = format!("{}.100:9090", common::LAN);
+    let l = Listener::start(&lab.outside.path(), &out_addr);
+    connect(&netns_of(&b1), &out_addr).expect("b1 -> outside");
+    assert_eq!(l.peer(), n2.ip);
+
+    // Setup again for the same uid in a new process (agent restart): the cached attachment,
+    // no second ADD.
+    assert_eq!(n1.setup("uid-a1", "a1"), a1);
+    assert_eq!(n1.reserved_ips().len(), 2);
+    assert_eq!(n1.veths(), 3);
+    assert_eq!(
+        n1.attached(),
+        vec!["uid-a1".to_string(), "uid-a2".to_string()]
+    );
+
+    // Teardown: twice, leaving no namespace file, address, veth or record.
+    n1.teardown("uid-a1");
+    n1.teardown("uid-a1");
+    assert!(!std::path::Path::new(&netns_of(&a1)).exists());
+    assert_eq!(n1.reserved_ips().len(), 1);
+    poll("a1's veth to go", Duration::from_secs(5), || {
+        (n1.veths() == 2).then_some(())
+    });
+    assert_eq!(n1.attached(), vec!["uid-a2".to_string()]);
+    n1.teardown("never-set-up");
+    // a2 still works after a1 left.
+    let l = Listener::start(&netns_of(&a2), &format!("{}:8082", ip_of(&a2)));
+    connect(&netns_of(&b1), &format!("{}:8082", ip_of(&a2))).expect("b1 -> a2");
+    assert_eq!(l.peer(), ip_of(&b1));
+
+    // A node that left: its route is pruned; routes of others are not touched.
+    std::fs::write(&nodes_json, lab.node_objects(&[0]).to_string()).expect("nodes.json");
+    n1.lab_ok(&["routes", &n1.name, &nodes_arg, "10.244.0.0/16"]);
+    assert_eq!(n1.ns.ip(&["route", "show", "proto", "75"]).trim(), "");
+    assert!(
+        n1.ns
+            .ip(&["route", "show"])
+            .contains("10.244.1.0/24 dev keel0")
+    );
+
+    // cleanup removes the table and the owned routes.
+    n2.lab_ok(&["cleanup"]);
+    assert_eq!(n2.ns.ip(&["route", "show", "proto", "75"]).trim(), "");
+    assert!(
+        !n2.ns
+            .cmd("nft")
+            .args(["list", "table", "ip", "keel-nat"])
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "table ip keel-nat still there after cleanup"
+    );
+    n2.lab_ok(&["cleanup"]);
+
+    // Everything down: nothing left on either node.
+    n1.teardown("uid-a2");
+    n2.teardown("uid-b1");
+    n2.teardown("uid-b2");
+    for n in [n1, n2] {
+        assert!(n.attached().is_empty());
+        assert!(n.reserved_ips().is_empty(), "{:?}", n.reserved_ips());
+        poll("pod veths to go", Duration::from_secs(5), || {
+            (n.veths() == 1).then_some(())
+        });
+        let left: Vec<_> = std::fs::read_dir(n.netns_dir())
+            .expect("netns dir")
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+}
