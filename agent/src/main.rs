@@ -22,9 +22,24 @@ struct AgentFlags {
     /// Where this node keeps all its state (credentials, config, later images and pods).
     #[arg(long, default_value = DEFAULT_ROOT)]
     root_dir: PathBuf,
-    /// Registry mirrors and credentials (used by the image store; accepted now for unit files).
+    /// Registry mirrors and credentials in k3s registries.yaml form (saved by `join`).
     #[arg(long)]
     registry_config: Option<PathBuf>,
+    /// The pod network of the whole cluster (keel-control's --cluster-cidr).
+    #[arg(long)]
+    cluster_cidr: Option<String>,
+    /// The cluster DNS service address written into pods' resolv.conf.
+    #[arg(long)]
+    cluster_dns: Option<IpAddr>,
+    /// The cluster's DNS domain.
+    #[arg(long)]
+    cluster_domain: Option<String>,
+    /// The keel-shim binary (default: next to keel-agent, then PATH).
+    #[arg(long)]
+    shim: Option<PathBuf>,
+    /// keel-shim's state folder (a tmpfs: it holds the supervisors' sockets).
+    #[arg(long, default_value = "/run/keel-shim")]
+    shim_root: PathBuf,
     /// Renew the client certificate this many seconds after start instead of at 70-90% of
     /// its lifetime (used by the tests; also forces an early renewal).
     #[arg(long, hide = true)]
@@ -32,9 +47,18 @@ struct AgentFlags {
 }
 
 impl AgentFlags {
-    fn renew_after(&self) -> Option<std::time::Duration> {
-        self.renew_certificate_after
-            .map(std::time::Duration::from_secs)
+    fn options(&self) -> run::RunOptions {
+        run::RunOptions {
+            renew_after: self
+                .renew_certificate_after
+                .map(std::time::Duration::from_secs),
+            registry_config: self.registry_config.clone(),
+            cluster_cidr: self.cluster_cidr.clone(),
+            cluster_dns: self.cluster_dns,
+            cluster_domain: self.cluster_domain.clone(),
+            shim: self.shim.clone(),
+            shim_root: self.shim_root.clone(),
+        }
     }
 }
 
@@ -129,7 +153,7 @@ fn main() {
             std::process::exit(if ok { 0 } else { 1 });
         }
         Command::Run { agent } => runtime().and_then(|rt| {
-            rt.block_on(run::run(&Layout::new(&agent.root_dir), agent.renew_after()))
+            rt.block_on(run::run(&Layout::new(&agent.root_dir), agent.options()))
                 .map_err(anyhow::Error::from)
         }),
         Command::Join {
@@ -173,6 +197,8 @@ fn main() {
                     labels,
                     control_plane,
                     reserved,
+                    registry_config: agent.registry_config.clone(),
+                    cluster: Default::default(),
                 },
             };
             runtime().and_then(|rt| {
@@ -186,7 +212,7 @@ fn main() {
                         println!("Start it with: keel-agent run --root-dir {}", layout.root.display());
                         return Ok(());
                     }
-                    run::run(&layout, agent.renew_after())
+                    run::run(&layout, agent.options())
                         .await
                         .map_err(anyhow::Error::from)
                 })

@@ -6,7 +6,11 @@
 use crate::bootstrap::{self, csr};
 use crate::client;
 use crate::node::{self, NodeContext, host::HostRoot};
+use crate::pod;
 use crate::state::{self, AgentConfig, Layout};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +25,8 @@ pub enum RunError {
     Expired { path: String, at: String },
     #[error("cannot choose this node's InternalIP: no route to {server}; pass --node-ip")]
     NoAddress { server: String },
+    #[error("the image store: {0}")]
+    Images(String),
     #[error("installing the signal handler: {0}")]
     Signal(std::io::Error),
 }
@@ -48,10 +54,37 @@ async fn shutdown_signal() -> Result<(), RunError> {
     Ok(())
 }
 
-/// Runs until a signal arrives. `renew_after` moves the first certificate renewal to that long
-/// after start (a test and operations knob: renew now without waiting for 70% of a year).
-pub async fn run(layout: &Layout, mut renew_after: Option<Duration>) -> Result<(), RunError> {
-    let config = AgentConfig::load(layout)?;
+/// Flags of `keel-agent run` (and `join`) that override the saved config.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Moves the first certificate renewal to that long after start (a test and operations
+    /// knob: renew now without waiting for 70% of a year).
+    pub renew_after: Option<Duration>,
+    pub registry_config: Option<PathBuf>,
+    pub cluster_cidr: Option<String>,
+    pub cluster_dns: Option<IpAddr>,
+    pub cluster_domain: Option<String>,
+    pub shim: Option<PathBuf>,
+    pub shim_root: PathBuf,
+}
+
+/// A binary next to this executable, else the bare name (found in PATH).
+pub fn sibling_binary(name: &str) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join(name)))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+/// Runs until a signal arrives.
+pub async fn run(layout: &Layout, opts: RunOptions) -> Result<(), RunError> {
+    let mut renew_after = opts.renew_after;
+    let mut config = AgentConfig::load(layout)?;
+    let changed = apply_overrides(&mut config, &opts);
+    if changed {
+        config.save(layout)?;
+    }
     let host = HostRoot::real();
     let choice = node::host::choose_ip(config.node_ip, &config.server, &host)
         .await
@@ -65,6 +98,8 @@ pub async fn run(layout: &Layout, mut renew_after: Option<Duration>) -> Result<(
     }
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut loops_started = false;
     loop {
         let cert_pem = state::read(&layout.cert())?;
         let (nb, na) = csr::validity(&cert_pem).unwrap_or((0, i64::MAX));
@@ -93,10 +128,22 @@ pub async fn run(layout: &Layout, mut renew_after: Option<Duration>) -> Result<(
             internal_ip: choice.ip,
             kubelet_version,
         };
+        if !loops_started {
+            loops_started = true;
+            start_loops(
+                layout,
+                &config,
+                &opts,
+                client.clone(),
+                choice.ip,
+                stop_rx.clone(),
+            )?;
+        }
         let wait = Duration::from_secs((due - now).max(0) as u64);
         tokio::select! {
             r = &mut shutdown => {
-                tracing::info!("signal received; stopping");
+                tracing::info!("signal received; stopping (containers keep running)");
+                let _ = stop_tx.send(true);
                 return r;
             }
             () = serve(ctx) => {}
@@ -105,6 +152,59 @@ pub async fn run(layout: &Layout, mut renew_after: Option<Duration>) -> Result<(
             }
         }
     }
+}
+
+/// Saved config changed by flags given to `run`; true when something changed.
+fn apply_overrides(config: &mut AgentConfig, opts: &RunOptions) -> bool {
+    let before = config.clone();
+    if let Some(p) = &opts.registry_config {
+        config.registry_config = Some(p.clone());
+    }
+    if let Some(c) = &opts.cluster_cidr {
+        config.cluster.cluster_cidr = c.clone();
+    }
+    if let Some(d) = opts.cluster_dns {
+        config.cluster.cluster_dns = d;
+    }
+    if let Some(d) = &opts.cluster_domain {
+        config.cluster.cluster_domain = d.clone();
+    }
+    *config != before
+}
+
+/// The node's long-running loops that need the API: pods, services, the HTTPS endpoint.
+fn start_loops(
+    layout: &Layout,
+    config: &AgentConfig,
+    opts: &RunOptions,
+    client: kube::Client,
+    node_ip: IpAddr,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), RunError> {
+    let images = pod::images::Images::open(&layout.images(), config.registry_config.as_deref())
+        .map_err(|e| RunError::Images(e.to_string()))?;
+    let ctx = Arc::new(pod::Ctx {
+        client: client.clone(),
+        layout: layout.clone(),
+        node_name: config.node_name.clone(),
+        node_ip,
+        shim: pod::shim::Shim {
+            bin: opts
+                .shim
+                .clone()
+                .unwrap_or_else(|| sibling_binary("keel-shim")),
+            root: opts.shim_root.clone(),
+        },
+        images,
+        events: pod::events::Recorder::new(client.clone(), config.node_name.clone()),
+        cluster_dns: config.cluster.cluster_dns,
+        cluster_domain: config.cluster.cluster_domain.clone(),
+        cluster_cidr: config.cluster.cluster_cidr.clone(),
+        net: Default::default(),
+    });
+    tokio::spawn(pod::sync::run(ctx.clone(), stop.clone()));
+    tokio::spawn(pod::network::run(ctx, stop));
+    Ok(())
 }
 
 /// Registers (retrying) and runs the heartbeat loops until the Node object disappears.

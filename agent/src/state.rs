@@ -108,6 +108,31 @@ pub struct AgentConfig {
     pub control_plane: bool,
     #[serde(default)]
     pub reserved: Reserved,
+    /// k3s-style registries.yaml for image pulls (`--registry-config`).
+    #[serde(default)]
+    pub registry_config: Option<PathBuf>,
+    #[serde(default)]
+    pub cluster: ClusterSettings,
+}
+
+/// Cluster-wide settings the agent needs for pods (kubelet's clusterDNS, clusterDomain and
+/// kube-proxy's clusterCIDR).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterSettings {
+    pub cluster_cidr: String,
+    pub cluster_dns: IpAddr,
+    pub cluster_domain: String,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            cluster_cidr: "10.244.0.0/16".into(),
+            cluster_dns: IpAddr::from([10, 96, 0, 10]),
+            cluster_domain: "cluster.local".into(),
+        }
+    }
 }
 
 impl AgentConfig {
@@ -217,6 +242,8 @@ mod tests {
             labels: vec![("a".into(), "b".into())],
             control_plane: true,
             reserved: Reserved::default(),
+            registry_config: Some("/etc/keel/registries.yaml".into()),
+            cluster: ClusterSettings::default(),
         };
         c.save(&l).expect("save");
         assert_eq!(AgentConfig::load(&l).expect("load"), c);

@@ -66,6 +66,13 @@ pub struct ContainerRecord {
     /// RFC 3339 creation time.
     #[serde(default)]
     pub created_at: String,
+    /// Signal that asks the container to stop (the image's STOPSIGNAL, else SIGTERM).
+    #[serde(default = "sigterm")]
+    pub stop_signal: i32,
+}
+
+fn sigterm() -> i32 {
+    15
 }
 
 impl PodRecord {
