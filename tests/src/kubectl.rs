@@ -27,7 +27,7 @@ pub fn binary(version: &str) -> PathBuf {
 pub struct Kubectl {
     pub bin: PathBuf,
     pub kubeconfig: PathBuf,
-    /// Run inside this network namespace (`ip netns exec`), for lab machines.
+    /// Run inside this network namespace (`nsenter --net`), for lab machines.
     pub netns: Option<String>,
     cache: tempfile::TempDir,
 }
@@ -58,11 +58,7 @@ impl Kubectl {
 
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = match &self.netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(&self.bin);
-                c
-            }
+            Some(ns) => crate::lab::netns_command(ns, &self.bin),
             None => Command::new(&self.bin),
         };
         c.arg("--kubeconfig")

@@ -1,12 +1,17 @@
 //! A lab of network namespaces on one bridge, like a Vagrant private network
 //! (192.168.56.0/24): the bridge lives in its own lab namespace (never in the host's), every
 //! node is a namespace with `eth1` on that bridge, and the real `keel-control` and
-//! `keel-agent` binaries run inside them through `ip netns exec`. Every namespace is named
-//! `keeljoin-<pid>-<lab>-<node>`; processes and namespaces are removed by Drop guards, and
-//! namespaces left by a crashed earlier run (whose pid is gone) are removed on start.
+//! `keel-agent` binaries run inside them through `nsenter --net=/run/netns/<ns> --`. Not
+//! `ip netns exec`: that also unshares a private mount namespace, so the pod netns bind mounts
+//! and rootfs overlays an agent makes would vanish with it and a restarted agent could not find
+//! them. Every namespace is named `keeljoin-<pid>-<lab>-<node>` (or `<prefix>-<node>` for a
+//! named lab such as `scripts/lab.sh`'s); on drop the lab kills every process left in its
+//! namespaces and in the pod namespaces mounted under its folder, unmounts what is mounted
+//! there and deletes the namespaces (`teardown`). Namespaces left by a crashed earlier run
+//! (whose pid is gone) are removed on start.
 
 use crate::kubectl::Kubectl;
-use crate::{poll, workspace_bin};
+use crate::{poll, teardown, workspace_bin};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -15,6 +20,8 @@ use std::time::{Duration, Instant};
 pub const SUITE_PREFIX: &str = "keeljoin-";
 pub const SUBNET: &str = "192.168.56";
 pub const API_PORT: u16 = 6443;
+/// The file marking a named lab's folder as the lab's (so removing it is safe).
+const LAB_MARKER: &str = ".keel-lab";
 
 fn ip(args: &[&str]) {
     let out = Command::new("ip")
@@ -29,19 +36,29 @@ fn ip(args: &[&str]) {
     );
 }
 
-/// Removes `keeljoin-<pid>-...` namespaces whose pid is no longer alive.
-fn remove_stale_namespaces() {
+/// The names `ip netns list` prints.
+fn netns_names() -> Vec<String> {
     let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
-        return;
+        return Vec::new();
     };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let name = line.split_whitespace().next().unwrap_or_default();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Removes `keeljoin-<pid>-...` namespaces whose pid is no longer alive, with whatever still
+/// runs in them.
+fn remove_stale_namespaces() {
+    for name in netns_names() {
         let Some(rest) = name.strip_prefix(SUITE_PREFIX) else {
             continue;
         };
         let pid = rest.split('-').next().unwrap_or_default();
         if !Path::new("/proc").join(pid).exists() {
-            let _ = Command::new("ip").args(["netns", "del", name]).status();
+            teardown::kill_processes(&[netns_path(&name)], Path::new("/nonexistent"));
+            let _ = Command::new("ip").args(["netns", "del", &name]).status();
         }
     }
 }
@@ -59,16 +76,43 @@ impl Netns {
         ns
     }
 
-    /// `ip netns exec <ns> <program>`.
-    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name]).arg(program);
-        c
+    /// Keeps the namespace when this guard drops.
+    pub fn forget(&mut self) {
+        self.name.clear();
     }
+
+    /// The namespace file `ip netns add` bind-mounted.
+    pub fn path(&self) -> PathBuf {
+        netns_path(&self.name)
+    }
+
+    /// `nsenter --net=/run/netns/<ns> -- <program>`: only the network namespace changes, the
+    /// program shares the host's mounts (see the module header).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        netns_command(&self.name, program)
+    }
+}
+
+/// `/run/netns/<name>`.
+pub fn netns_path(name: &str) -> PathBuf {
+    Path::new("/run/netns").join(name)
+}
+
+/// `nsenter --net=/run/netns/<name> -- <program>`; nsenter execs the program, so a spawned
+/// child's pid is the program's.
+pub fn netns_command(name: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new("nsenter");
+    let mut net = std::ffi::OsString::from("--net=");
+    net.push(netns_path(name));
+    c.arg(net).arg("--").arg(program);
+    c
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        if self.name.is_empty() {
+            return;
+        }
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();
@@ -101,6 +145,16 @@ impl LabProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The process id, while it has not been stopped.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Lets the process outlive this guard (a kept lab); returns its pid.
+    pub fn detach(&mut self) -> Option<u32> {
+        self.child.take().map(|c| c.id())
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
@@ -110,7 +164,7 @@ impl LabProcess {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        // `ip netns exec` execs the program, so the child's pid is the program's.
+        // nsenter execs the program, so the child's pid is the program's.
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
@@ -144,28 +198,106 @@ pub struct Machine {
 
 /// The bridge namespace plus the machines; processes must be dropped before the lab.
 pub struct Lab {
-    pub dir: tempfile::TempDir,
+    dir: PathBuf,
     pub id: String,
     machines: Vec<Machine>,
     bridge: Netns,
     nat_bridge: bool,
+    kept: bool,
 }
 
 impl Lab {
-    /// A lab named `tag` (a few lowercase letters) with its bridge `br0`.
+    /// A lab named `tag` (a few lowercase letters) with its bridge `br0`, in a temporary folder.
     pub fn new(tag: &str) -> Lab {
         remove_stale_namespaces();
         let id = format!("{SUITE_PREFIX}{}-{tag}", std::process::id());
+        let dir = tempfile::tempdir().expect("tempdir").keep();
+        Lab::create(id, dir)
+    }
+
+    /// A lab whose namespaces are `<prefix>-<machine>` and whose state lives in `dir`, for a
+    /// lab that outlives its creator (`scripts/lab.sh --keep`). An earlier lab of that name is
+    /// removed first (`Lab::remove_named`).
+    pub fn named(prefix: &str, dir: &Path, nodes: &[&str]) -> Lab {
+        Lab::remove_named(prefix, dir, nodes);
+        std::fs::create_dir_all(dir)
+            .unwrap_or_else(|e| panic!("creating the lab folder {}: {e}", dir.display()));
+        std::fs::write(dir.join(LAB_MARKER), prefix).expect("lab marker file");
+        Lab::create(prefix.to_string(), dir.to_path_buf())
+    }
+
+    fn create(id: String, dir: PathBuf) -> Lab {
         let bridge = Netns::create(format!("{id}-br"));
         ip(&["-n", &bridge.name, "link", "add", "br0", "type", "bridge"]);
         ip(&["-n", &bridge.name, "link", "set", "br0", "up"]);
         Lab {
-            dir: tempfile::tempdir().expect("tempdir"),
+            dir,
             id,
             machines: Vec::new(),
             bridge,
             nat_bridge: false,
+            kept: false,
         }
+    }
+
+    /// Removes what a named lab left: its processes, mounts, the cgroups of `nodes`, its
+    /// namespaces and its folder.
+    pub fn remove_named(prefix: &str, dir: &Path, nodes: &[&str]) {
+        // Only a folder a lab made (it holds the marker) is swept and removed; anything else
+        // that is not empty is refused before anything is touched.
+        assert!(
+            dir.join(LAB_MARKER).exists()
+                || std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none()),
+            "{} is not empty and was not made by a lab (no {LAB_MARKER} in it): choose another folder",
+            dir.display()
+        );
+        let names: Vec<String> = netns_names()
+            .into_iter()
+            .filter(|n| n.starts_with(&format!("{prefix}-")))
+            .collect();
+        let paths: Vec<PathBuf> = names.iter().map(|n| netns_path(n)).collect();
+        teardown::kill_processes(&paths, dir);
+        teardown::unmount_under(dir);
+        for node in nodes {
+            teardown::remove_node_cgroups(node);
+        }
+        for n in &names {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// The lab's folder (agent root dirs, logs, registry storage).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Leaves the namespaces, processes and folder in place when the lab is dropped.
+    pub fn keep(&mut self) {
+        self.kept = true;
+    }
+
+    /// Kills every process left in the lab's namespaces and in the pod namespaces mounted
+    /// under its folder, then unmounts everything under the folder.
+    pub fn sweep(&self) {
+        let mut paths: Vec<PathBuf> = self.machines.iter().map(|m| m.ns.path()).collect();
+        paths.push(self.bridge.path());
+        teardown::kill_processes(&paths, &self.dir);
+        teardown::unmount_under(&self.dir);
+    }
+
+    /// Sets machine `name`'s `eth1` (its link to the bridge) down or up, as when a cable is
+    /// pulled: the bridge side goes down too, so nothing reaches the machine.
+    pub fn set_link(&self, name: &str, up: bool) {
+        let state = if up { "up" } else { "down" };
+        let m = self.machine(name);
+        ip(&["-n", &m.ns.name, "link", "set", "eth1", state]);
+        let port = format!("v-{name}");
+        ip(&["-n", &self.bridge.name, "link", "set", &port, state]);
+    }
+
+    pub fn machines(&self) -> impl Iterator<Item = &Machine> {
+        self.machines.iter()
     }
 
     /// Adds machine `name` at 192.168.56.<octet> on the bridge (interface `eth1`).
@@ -254,7 +386,22 @@ impl Lab {
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
+        self.dir.join(rel)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if self.kept {
+            for m in &mut self.machines {
+                m.ns.forget();
+            }
+            self.bridge.forget();
+            return;
+        }
+        self.sweep();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        // The namespaces go when the fields drop.
     }
 }
 
@@ -307,7 +454,9 @@ impl LabControl {
         edit(&mut cfg);
         std::fs::write(&cfg_path, cfg.to_string()).expect("write config.json");
         let mut cmd = m.ns.command(workspace_bin("keel-control"));
-        cmd.args(["serve", "--data-dir"]).arg(&data);
+        cmd.args(["serve", "--data-dir"])
+            .arg(&data)
+            .env("NO_COLOR", "1");
         let process = LabProcess::spawn(cmd, lab.path(&format!("{machine}-control.log")));
         let cp = LabControl {
             data,
@@ -355,7 +504,8 @@ pub type NsKubectl = Kubectl;
 /// A `keel-agent` command inside machine `m` (`join ...` or `run ...`).
 pub fn agent_command(m: &Machine, args: &[&str]) -> Command {
     let mut c = m.ns.command(workspace_bin("keel-agent"));
-    c.args(args);
+    // Plain logs in the files tests print (tracing-subscriber honours NO_COLOR).
+    c.args(args).env("NO_COLOR", "1");
     c
 }
 
