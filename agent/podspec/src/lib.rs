@@ -8,5 +8,6 @@ pub mod etc;
 pub mod qos;
 pub mod quantity;
 pub mod refs;
+pub mod volumes;
 
 pub use error::{ConfigError, Result};
