@@ -67,7 +67,9 @@ pub struct Prober {
 }
 
 impl Prober {
-    /// Starts probing a container that has started (no startup gating).
+    /// Starts one probe. Liveness and readiness probe at once (no startup gating: use
+    /// [`Prober::spawn_gated`] or [`ContainerProbes`] for that); a startup probe runs until it
+    /// succeeds or fails.
     pub fn spawn(
         kind: ProbeKind,
         probe: Probe,
@@ -218,10 +220,11 @@ impl Worker {
         let now = Instant::now();
         let origin = now.checked_sub(running_for).unwrap_or(now);
         loop {
-            let started = match &mut self.gating {
-                Gating::None => true,
-                Gating::WaitFor(rx) => *rx.borrow_and_update(),
-                Gating::Publish(_) => state.result() == ProbeResult::Success,
+            let started = match (&mut self.gating, self.kind) {
+                // A startup probe's own success is what "started" means.
+                (_, ProbeKind::Startup) => state.result() == ProbeResult::Success,
+                (Gating::WaitFor(rx), _) => *rx.borrow_and_update(),
+                (Gating::None | Gating::Publish(_), _) => true,
             };
             match state.gate(started, origin.elapsed(), self.settings.initial_delay) {
                 Gate::Done => return,
