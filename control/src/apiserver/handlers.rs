@@ -178,6 +178,9 @@ pub async fn dispatch(api: &ApiServer, req: Request) -> ApiResult<Reply> {
         });
     }
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    if let Some(reply) = super::metrics::route(api, &req, &segs).await {
+        return reply;
+    }
     let anonymous_denied = || {
         auth::forbidden(
             &req.user,
@@ -205,7 +208,10 @@ pub async fn dispatch(api: &ApiServer, req: Request) -> ApiResult<Reply> {
             return if req.user.is_anonymous() {
                 Err(anonymous_denied())
             } else {
-                Ok(Reply::Json(200, discovery::api_group_list(&[])))
+                Ok(Reply::Json(
+                    200,
+                    discovery::api_group_list(&[(super::metrics::GROUP, super::metrics::VERSION)]),
+                ))
             };
         }
         ["openapi", "v2"] => {

@@ -5,6 +5,8 @@ pub mod auth;
 pub mod discovery;
 pub mod error;
 pub mod handlers;
+pub mod metrics;
+pub mod metrics_apiserver;
 pub mod nodeproxy;
 pub mod objects;
 pub mod openapi;
@@ -44,6 +46,10 @@ pub struct ApiServer {
     pub alloc_lock: tokio::sync::Mutex<()>,
     /// HTTPS client for calling agents (logs), with the API server's client certificate.
     pub agent_client: Option<reqwest::Client>,
+    /// Node summaries behind `metrics.k8s.io`.
+    pub metrics_cache: metrics::SummaryCache,
+    /// Request figures for `/metrics`.
+    pub telemetry: metrics_apiserver::ApiMetrics,
 }
 
 impl ApiServer {
@@ -61,6 +67,8 @@ impl ApiServer {
             settings,
             alloc_lock: tokio::sync::Mutex::new(()),
             agent_client,
+            metrics_cache: Default::default(),
+            telemetry: Default::default(),
         })
     }
 }

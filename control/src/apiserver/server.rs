@@ -141,6 +141,11 @@ async fn handle(
     let started = std::time::Instant::now();
     let method = parts.method.clone();
     let path = parts.uri.path().to_string();
+    let query = parts.uri.query().unwrap_or_default().to_string();
+    let apply = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/apply-patch"));
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
@@ -182,10 +187,12 @@ async fn handle(
         Ok(Reply::Json(code, v)) => json_response(code, &v),
         Ok(Reply::Raw(code, ct, body)) => raw_response(code, ct, body),
         Ok(Reply::Stream(ct, rx)) => {
-            let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            // The guard keeps the watch counted in /metrics until the stream ends.
+            let guard = api.telemetry.watch_started(&path, &query);
+            let stream = futures_util::stream::unfold((rx, guard), |(mut rx, g)| async move {
                 rx.recv()
                     .await
-                    .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+                    .map(|b| (Ok::<_, Infallible>(Frame::data(b)), (rx, g)))
             });
             let mut resp = hyper::Response::new(BodyExt::boxed(StreamBody::new(stream)));
             resp.headers_mut().insert(
@@ -201,6 +208,14 @@ async fn handle(
             error_response(&e)
         }
     };
+    api.telemetry.observe(
+        &method,
+        &path,
+        &query,
+        apply,
+        resp.status().as_u16(),
+        started.elapsed(),
+    );
     tracing::debug!(%method, %path, status = resp.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
     resp
 }
