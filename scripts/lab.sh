@@ -56,12 +56,26 @@ setsid --wait "$LAB" up --dir "$DIR"
 # shellcheck disable=SC1091
 . "$DIR/env"
 export KUBECONFIG
-if [ "$MODE" = run ]; then
-  trap 'echo "== removing the lab"; "$LAB" down --dir "$DIR" >/dev/null' EXIT
-fi
-
 # kubectl and curl as on the control-plane machine.
 on_master() { nsenter --net="/run/netns/$KEEL_LAB_NETNS" -- "$@"; }
+# On a failure: what the cluster looks like and the end of every log; then the lab goes
+# (or stays, with --keep).
+finish() {
+  local rc=$?
+  if [ "$rc" != 0 ]; then
+    echo "== the walkthrough failed; the cluster now:" >&2
+    on_master "$KUBECTL" get pods -A -o wide >&2 || true
+    on_master "$KUBECTL" get events -A --sort-by=.lastTimestamp >&2 || true
+    for log in "$DIR"/*.log; do echo "--- $log" >&2; tail -n 15 "$log" >&2; done
+  fi
+  if [ "$MODE" = run ]; then
+    echo "== removing the lab"
+    "$LAB" down --dir "$DIR" >/dev/null
+  elif [ "$rc" != 0 ]; then
+    echo "== the lab stays up (--keep); remove it with: sudo bash scripts/lab.sh --down" >&2
+  fi
+}
+trap finish EXIT
 k() { echo "\$ kubectl $*"; on_master "$KUBECTL" "$@"; echo; }
 # wait_for DESCRIPTION SECONDS COMMAND...: polls COMMAND until it succeeds.
 wait_for() {

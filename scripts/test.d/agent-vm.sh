@@ -60,6 +60,10 @@ set -u
 if [ "\$(stat -fc %T /sys/fs/cgroup)" != cgroup2fs ]; then
   mount -t cgroup2 cgroup2 /sys/fs/cgroup || { echo "no cgroup2" > "$OUT/result.txt"; echo 1 > "$OUT/rc"; exit 0; }
 fi
+# The lab's and the pods' network parts (virtme's kernel autoloads few modules).
+for m in bridge veth overlay nf_tables nft_compat nft_chain_nat nf_nat nf_conntrack xt_MASQUERADE xt_conntrack xt_comment xt_mark iptable_nat iptable_filter br_netfilter; do
+  modprobe -q "\$m" 2>/dev/null || true
+done
 # The pod cgroups need the cpu and memory controllers below the root.
 echo "+cpu +memory +pids" > /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || true
 mkdir -p /run/keeltmp && mount -t tmpfs tmpfs /run/keeltmp

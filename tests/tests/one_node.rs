@@ -118,7 +118,7 @@ fn one_node_pod_runs_with_its_limits_in_the_pod_cgroup() {
         assert_eq!(read(&cpu.join("cpu.cfs_period_us")), "100000");
     }
 
-    k.ok(&["delete", "pod", "limited", "--wait=true"]);
+    k.ok(&["delete", "pod", "limited", "--wait=true", "--timeout=120s"]);
     poll("pod limited to be gone", Duration::from_secs(60), || {
         pod(&k, "limited").is_none().then_some(())
     });

@@ -78,14 +78,16 @@ fn container(p: &Value) -> &Value {
     &p["status"]["containerStatuses"][0]
 }
 
-/// Waits until pod `name` is Running with an IP; returns it.
+/// Waits until pod `name` is Running with an IP and its container ready; returns it.
 fn wait_running(k: &Kubectl, name: &str) -> Value {
-    poll(&format!("pod {name} to be Running"), START, || {
-        pod(k, name).filter(running_with_ip)
-    })
+    poll(
+        &format!("pod {name} to be Running and ready"),
+        START,
+        || pod(k, name).filter(|p| running_with_ip(p) && container(p)["ready"] == true),
+    )
 }
 
-/// Waits until `n` live pods with `selector` run, on `n` different nodes if `spread`.
+/// Waits until exactly `n` live pods with `selector` run (all on node `on`, if given).
 fn wait_replicas(k: &Kubectl, selector: &str, n: usize, on: Option<&str>) -> Vec<Value> {
     poll(
         &format!("{n} Running pods with {selector} (on {on:?})"),
@@ -232,7 +234,10 @@ fn reference_walkthrough() {
 
     step("kubectl delete pod: the deployment replaces it");
     let victim = name(a);
-    show(&k, &["delete", "pod", &victim, "--wait=true"]);
+    show(
+        &k,
+        &["delete", "pod", &victim, "--wait=true", "--timeout=120s"],
+    );
     let replaced = wait_replicas(&k, "app=web2", 2, None);
     assert!(
         replaced.iter().all(|p| name(p) != victim),
