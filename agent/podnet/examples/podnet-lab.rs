@@ -8,6 +8,8 @@
 //! podnet-lab attached <config.json>                        one uid per line
 //! podnet-lab routes <self> <nodes.json> <cluster-cidr>     desired + apply + masquerade
 //! podnet-lab watch <kubeconfig> <node> <cluster-cidr>      routes::run until stdin closes
+//! podnet-lab node-create <kubeconfig> <node.json>         POST a Node
+//! podnet-lab node-delete <kubeconfig> <name>
 //! podnet-lab cleanup
 //! podnet-lab listen <ip:port>                              prints the first peer's address
 //! podnet-lab connect <ip:port>                             prints the local address used
@@ -45,6 +47,12 @@ fn config(path: &str) -> Result<NetworkConfig> {
     Ok(c)
 }
 
+async fn client(kubeconfig: &str) -> Result<kube::Client> {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    Ok(kube::Client::try_from(cfg)?)
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -79,10 +87,20 @@ async fn main() -> Result<()> {
             routes::apply(&want).await?;
             routes::masquerade(&routes::parse_cluster_cidrs(cidr)?).await?;
         }
+        ["node-create", kubeconfig, node] => {
+            let node: k8s_openapi::api::core::v1::Node =
+                serde_json::from_slice(&std::fs::read(node)?)?;
+            let api: kube::Api<k8s_openapi::api::core::v1::Node> =
+                kube::Api::all(client(kubeconfig).await?);
+            api.create(&Default::default(), &node).await?;
+        }
+        ["node-delete", kubeconfig, name] => {
+            let api: kube::Api<k8s_openapi::api::core::v1::Node> =
+                kube::Api::all(client(kubeconfig).await?);
+            api.delete(name, &Default::default()).await?;
+        }
         ["watch", kubeconfig, node, cidr] => {
-            let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
-            let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-            let client = kube::Client::try_from(cfg)?;
+            let client = client(kubeconfig).await?;
             let (tx, rx) = tokio::sync::watch::channel(false);
             tokio::spawn(async move {
                 use tokio::io::AsyncReadExt;
