@@ -294,3 +294,54 @@ async fn grpc_is_a_clear_failure() {
         Outcome::Failure("grpc probes are not supported by keel".into())
     );
 }
+
+#[tokio::test]
+async fn http_redirect_to_https_on_the_same_host_is_followed() {
+    let secure = Server::start_tls(|_| ok("over tls")).await;
+    let location = format!("https://127.0.0.1:{}/secure", secure.port());
+    let plain = Server::start(move |_| redirect(308, &location, "")).await;
+    let p = plain.port();
+    assert_eq!(
+        run_once(&http_probe("/", port(p)), &target(p), TIMEOUT).await,
+        Outcome::Success("over tls".into())
+    );
+    assert!(secure.request(0).starts_with("GET /secure HTTP/1.1\r\n"));
+}
+
+#[tokio::test]
+async fn hosts_given_by_name_are_resolved() {
+    let server = Server::start(|_| ok("by name")).await;
+    let p = server.port();
+    let mut probe = http_probe("/", port(p));
+    if let Some(h) = probe.http_get.as_mut() {
+        h.host = Some("localhost".into());
+    }
+    // No pod IP needed when the action names its host.
+    let mut t = target(p);
+    t.pod_ip = None;
+    assert_eq!(
+        run_once(&probe, &t, TIMEOUT).await,
+        Outcome::Success("by name".into())
+    );
+    assert!(
+        server
+            .request(0)
+            .contains(&format!("Host: localhost:{p}\r\n"))
+    );
+    let tcp = Probe {
+        tcp_socket: Some(TCPSocketAction {
+            port: IntOrString::String("http".into()),
+            host: Some("localhost".into()),
+        }),
+        ..Probe::default()
+    };
+    assert_eq!(
+        run_once(&tcp, &t, TIMEOUT).await,
+        Outcome::Success(String::new())
+    );
+    // Without a host and without a pod IP the probe cannot run.
+    assert!(matches!(
+        run_once(&tcp_probe(p), &t, TIMEOUT).await,
+        Outcome::Error(_)
+    ));
+}
