@@ -92,22 +92,26 @@ pub fn spawn_wait(ctx: Arc<Ctx>, id: String, tx: mpsc::Sender<Msg>) {
 /// Graceful stop: preStop, stop signal, SIGKILL when `deadline` (Unix ms) passes.
 pub async fn stop(
     ctx: Arc<Ctx>,
+    pod: Arc<Pod>,
     inst: Instance,
     spec: Option<Container>,
     ip: Option<String>,
     deadline: i64,
 ) {
     let left = |d: i64| std::time::Duration::from_millis((d - now_ms()).max(0) as u64);
-    if let Some(handler) = spec
-        .as_ref()
-        .and_then(|c| c.lifecycle.as_ref())
-        .and_then(|l| l.pre_stop.clone())
+    if let Some(c) = &spec
+        && let Some(handler) = c.lifecycle.as_ref().and_then(|l| l.pre_stop.clone())
     {
-        let _ = tokio::time::timeout(
-            left(deadline),
-            super::probes::run_handler(&ctx, &inst.id, ip.as_deref(), &handler),
-        )
-        .await;
+        let hook = super::probes::run_handler(
+            &ctx,
+            &pod,
+            c,
+            &inst.id,
+            ip.as_deref(),
+            &handler,
+            keel_probe::FAILED_PRE_STOP_HOOK,
+        );
+        let _ = tokio::time::timeout(left(deadline), hook).await;
     }
     if let Err(e) = ctx.shim.kill(&inst.id, inst.stop_signal, false).await {
         tracing::debug!(container = %inst.id, error = %e, "stop signal");
@@ -136,6 +140,8 @@ pub struct StartJob {
     pub record: Arc<Mutex<PodRecord>>,
     pub tx: mpsc::Sender<Msg>,
     pub backoff: BTreeMap<String, (i64, i64)>,
+    /// Turns true when the pod is being deleted: an image pull still running is abandoned.
+    pub cancel: tokio::sync::watch::Receiver<bool>,
 }
 
 /// A failed start: kubelet's reason and message.
@@ -204,11 +210,13 @@ impl StartJob {
                 .normal(&self.pod, "Pulling", format!("Pulling image {image:?}"));
         }
         let t0 = std::time::Instant::now();
-        let (rec, pulled) = ctx
-            .images
-            .ensure(&image, &policy, &auths)
-            .await
-            .map_err(|f| fail(f.reason, f.message))?;
+        let mut cancel = self.cancel.clone();
+        let (rec, pulled) = tokio::select! {
+            r = ctx.images.ensure(&image, &policy, &auths) => r.map_err(|f| fail(f.reason, f.message))?,
+            _ = cancel.wait_for(|c| *c) => {
+                return Err(fail("ContainerCreating", format!("pull of {image:?} abandoned: the pod is being deleted")));
+            }
+        };
         if pulled {
             ctx.events.normal(
                 &self.pod,

@@ -4,7 +4,7 @@
 
 use keel_image::pull::{FailureKind, Puller};
 use keel_image::reference::ImageRef;
-use keel_image::registry::{AuthConfig, HostConfig, RegistriesConfig};
+use keel_image::registry::{AuthConfig, RegistriesConfig};
 use keel_image::store::{ImageRecord, Store};
 use std::path::Path;
 use std::sync::Arc;
@@ -45,9 +45,7 @@ pub fn effective_policy(image: &str, policy: Option<&str>) -> String {
         return p.to_string();
     }
     let last = image.rsplit('/').next().unwrap_or(image);
-    if image.contains('@') {
-        "IfNotPresent".into()
-    } else if last.contains(':') && !last.ends_with(":latest") {
+    if image.contains('@') || (last.contains(':') && !last.ends_with(":latest")) {
         "IfNotPresent".into()
     } else {
         "Always".into()
@@ -115,7 +113,7 @@ impl Images {
                 let host = config
                     .configs
                     .entry(a.registry.clone())
-                    .or_insert_with(HostConfig::default);
+                    .or_default();
                 host.auth = Some(AuthConfig {
                     username: Some(a.username.clone()),
                     password: Some(a.password.clone()),

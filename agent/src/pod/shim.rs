@@ -182,33 +182,31 @@ impl Shim {
         }
     }
 
-    /// Runs `args` inside the container (probes, exec hooks): (exit code, stdout+stderr).
+    /// Runs `args` inside the container (probes, exec hooks); `timeout` zero = none.
     pub async fn exec(
         &self,
         id: &str,
         args: Vec<String>,
         timeout: Duration,
-    ) -> Result<(i32, String), ShimError> {
+    ) -> Result<ExecResult, ShimError> {
         let req = ExecRequest {
             args,
             timeout_ms: timeout.as_millis() as u64,
             ..Default::default()
         };
-        let grace = timeout + Duration::from_secs(5);
-        match self.call(id, Op::Exec(req), Some(grace)).await? {
+        let grace = (!timeout.is_zero()).then(|| timeout + Duration::from_secs(5));
+        match self.call(id, Op::Exec(req), grace).await? {
             Reply::ExecResult {
                 exit_code,
                 stdout,
                 stderr,
                 timed_out,
-            } => {
-                if timed_out {
-                    return Err(ShimError::Failed {
-                        message: format!("command timed out after {timeout:?}"),
-                    });
-                }
-                Ok((exit_code, format!("{stdout}{stderr}")))
-            }
+            } => Ok(ExecResult {
+                exit_code,
+                stdout,
+                stderr,
+                timed_out,
+            }),
             Reply::Error { message } => Err(ShimError::Protocol {
                 id: id.into(),
                 message,
@@ -219,6 +217,15 @@ impl Shim {
             }),
         }
     }
+}
+
+/// What an exec inside a container produced.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExecResult {
+    pub exit_code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub timed_out: bool,
 }
 
 /// Parses an RFC 3339 time from the shim into Unix milliseconds.

@@ -45,6 +45,8 @@ pub enum Msg {
         id: String,
         kind: ProbeKind,
         ok: bool,
+        /// Liveness or startup failed: the Killing event's message.
+        restart: Option<String>,
     },
 }
 
@@ -76,7 +78,10 @@ pub struct Worker {
     last_status: Value,
     record: Arc<Mutex<PodRecord>>,
     tx: mpsc::Sender<Msg>,
-    probes: Vec<tokio::task::AbortHandle>,
+    /// Tells start jobs to abandon their pulls (the pod is being deleted).
+    cancel: tokio::sync::watch::Sender<bool>,
+    /// Probe runners of each container's current instance.
+    probes: BTreeMap<String, tokio::task::AbortHandle>,
 }
 
 fn desired(pod: &Pod, gone: bool) -> Desired {
@@ -166,7 +171,8 @@ impl Worker {
             last_status: Value::Null,
             record: Arc::new(Mutex::new(record)),
             tx: tx.clone(),
-            probes: Vec::new(),
+            probes: BTreeMap::new(),
+            cancel: tokio::sync::watch::Sender::new(false),
         };
         if !fresh {
             w.adopt().await;
@@ -349,14 +355,23 @@ impl Worker {
                 self.failures.insert(name, (reason, message, at));
             }
             Msg::Exited { id, exit } => {
-                for inst in self.current.values_mut() {
+                for (name, inst) in self.current.iter_mut() {
                     if inst.id == id && inst.exit.is_none() {
                         inst.exit = Some(exit.clone());
+                        if let Some(p) = self.probes.remove(name) {
+                            p.abort();
+                        }
+                        self.ready.insert(name.clone(), false);
                     }
                 }
                 self.stopping.remove(&id);
             }
-            Msg::Probe { id, kind, ok } => {
+            Msg::Probe {
+                id,
+                kind,
+                ok,
+                restart,
+            } => {
                 let Some((name, inst)) = self.current.iter().find(|(_, i)| i.id == id) else {
                     return;
                 };
@@ -366,16 +381,16 @@ impl Worker {
                 let name = name.clone();
                 match kind {
                     ProbeKind::Readiness => {
-                        self.ready.insert(name, ok);
+                        self.ready.insert(name.clone(), ok);
                     }
                     ProbeKind::Startup => {
-                        self.started.insert(name, ok);
-                    }
-                    ProbeKind::Liveness if !ok => {
-                        let deadline = now_ms() + self.grace_ms();
-                        self.stop(&name, deadline, "failed liveness probe, will be restarted");
+                        self.started.insert(name.clone(), ok);
                     }
                     ProbeKind::Liveness => {}
+                }
+                if let Some(why) = restart {
+                    let deadline = now_ms() + self.grace_ms();
+                    self.stop(&name, deadline, Some(why));
                 }
             }
         }
@@ -396,22 +411,26 @@ impl Worker {
             return;
         };
         let ip = self.ips.first().cloned();
-        self.probes.extend(super::probes::spawn(
-            self.ctx.clone(),
-            &spec,
-            inst.id,
-            ip,
-            self.tx.clone(),
-        ));
+        if let Some(old) = self.probes.remove(name) {
+            old.abort();
+        }
+        let pod = self.pod.clone();
+        if let Some(h) =
+            super::probes::spawn(self.ctx.clone(), pod, &spec, inst.id, ip, self.tx.clone())
+        {
+            self.probes.insert(name.to_string(), h);
+        }
     }
 
     fn abort_probes(&mut self) {
-        for p in self.probes.drain(..) {
+        for (_, p) in std::mem::take(&mut self.probes) {
             p.abort();
         }
     }
 
-    fn stop(&mut self, name: &str, deadline: i64, why: &str) {
+    /// Stops the current instance of `name` by `deadline`; `why` replaces kubelet's default
+    /// Killing message (a failed probe says so).
+    fn stop(&mut self, name: &str, deadline: i64, why: Option<String>) {
         let Some(inst) = self.current.get(name) else {
             return;
         };
@@ -419,21 +438,12 @@ impl Worker {
             return;
         }
         let spec = container::find(&self.pod, name);
-        self.ctx.events.normal(
-            &self.pod,
-            "Killing",
-            format!(
-                "Stopping container {name}{}",
-                if why.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({why})")
-                }
-            ),
-        );
+        let message = why.unwrap_or_else(|| format!("Stopping container {name}"));
+        self.ctx.events.normal(&self.pod, "Killing", message);
         let ip = self.ips.first().cloned();
         tokio::spawn(container::stop(
             self.ctx.clone(),
+            self.pod.clone(),
             inst.clone(),
             spec,
             ip,
@@ -477,13 +487,17 @@ impl Worker {
                         record: self.record.clone(),
                         tx: self.tx.clone(),
                         backoff: self.mem.backoff.clone(),
+                        cancel: self.cancel.subscribe(),
                     };
                     tokio::spawn(job.run());
                 }
                 false
             }
             Action::StopContainer { name, deadline } => {
-                self.stop(&name, deadline, "");
+                if self.starting.contains(&name) {
+                    self.cancel.send_replace(true);
+                }
+                self.stop(&name, deadline, None);
                 let _ = want;
                 false
             }
