@@ -87,8 +87,8 @@ pub enum ConfigError {
     /// A hostPath type check (`spec.volumes[].hostPath.type`).
     #[error("hostPath type check failed: {path} is not a {what}")]
     HostPathType { path: PathBuf, what: &'static str },
-    /// A volume type this agent does not implement.
-    #[error("volume type {kind} is not supported by keel-agent")]
+    /// A volume type or setting this agent does not implement.
+    #[error("{kind} is not supported by keel-agent")]
     Unsupported { kind: String },
     /// A file operation on the node.
     #[error("{op} {path}: {source}")]

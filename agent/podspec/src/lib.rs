@@ -8,6 +8,7 @@ pub mod etc;
 pub mod qos;
 pub mod quantity;
 pub mod refs;
+pub mod spec;
 pub mod volumes;
 
 pub use error::{ConfigError, Result};

@@ -104,27 +104,35 @@ impl Side {
 /// The raw quantity of `resource` on one side of the container's resources. A limit without
 /// a request counts as the request (the API server's defaulting).
 pub fn get<'a>(c: &'a Container, side: Side, resource: &str) -> Option<&'a Quantity> {
+    lookup(c, side, resource).map(|(_, q)| q)
+}
+
+/// Like [`get`], also saying which side the value came from (for error messages).
+fn lookup<'a>(c: &'a Container, side: Side, resource: &str) -> Option<(Side, &'a Quantity)> {
     let r = c.resources.as_ref()?;
     let from = |m: &'a Option<std::collections::BTreeMap<String, Quantity>>| {
         m.as_ref().and_then(|m| m.get(resource))
     };
+    let limit = || from(&r.limits).map(|q| (Side::Limits, q));
     match side {
-        Side::Limits => from(&r.limits),
-        Side::Requests => from(&r.requests).or_else(|| from(&r.limits)),
+        Side::Limits => limit(),
+        Side::Requests => from(&r.requests)
+            .map(|q| (Side::Requests, q))
+            .or_else(limit),
     }
 }
 
 /// CPU in millicores (`None` when unset).
 pub fn cpu_milli(c: &Container, side: Side) -> Result<Option<i64>> {
-    get(c, side, "cpu")
-        .map(|q| milli(q, &field(c, side, "cpu")))
+    lookup(c, side, "cpu")
+        .map(|(s, q)| milli(q, &field(c, s, "cpu")))
         .transpose()
 }
 
 /// Memory (or any other whole-unit resource) in bytes (`None` when unset).
 pub fn bytes(c: &Container, side: Side, resource: &str) -> Result<Option<i64>> {
-    get(c, side, resource)
-        .map(|q| value(q, &field(c, side, resource)))
+    lookup(c, side, resource)
+        .map(|(s, q)| value(q, &field(c, s, resource)))
         .transpose()
 }
 

@@ -179,7 +179,9 @@ fn prepare_one(
         }
         (Kind::Projected, files)
     } else {
-        return Err(ConfigError::Unsupported { kind: kind_name(v) });
+        return Err(ConfigError::Unsupported {
+            kind: format!("volume type {}", kind_name(v)),
+        });
     };
     std::fs::create_dir_all(&dir).map_err(|e| ConfigError::io("create folder", &dir, e))?;
     if kind == Kind::Secret && nix::unistd::geteuid().is_root() {
