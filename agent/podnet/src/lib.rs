@@ -9,6 +9,7 @@
 //! Network::teardown(&self, uid: &str) -> Result<(), NetError>       // async; CNI DEL + netns gone
 //! Network::attached(&self) -> Vec<String>                           // uids with anything left
 //! Network::netns_path(&self, uid) -> PathBuf
+//! release_netns_dir(dir) -> Result<(), NetError>                   // keel-agent cleanup
 //! routes::desired(self_name, nodes) -> Vec<routes::Route>           // pure
 //! routes::apply(&[Route]) -> Result<(), routes::Error>              // async; owned routes only
 //! routes::masquerade(&[IpNet]) -> Result<(), routes::Error>         // async; nft table ip keel-nat
@@ -45,7 +46,14 @@ pub use keel_cni::spec::{CniError, CniResult, IpNet};
 pub use network::{IFNAME, Network};
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// Unmounts and removes every namespace file in `dir`, then unmounts and removes `dir`
+/// (for `keel-agent cleanup`, after every pod was torn down: files still there belong to
+/// pods whose CNI DEL never ran, so tear those down first with `Network::teardown`).
+pub fn release_netns_dir(dir: &Path) -> Result<(), NetError> {
+    netns::release_dir(dir)
+}
 
 /// Where network namespace files go unless configured: a tmpfs, so a reboot forgets them
 /// together with the namespaces they pinned.

@@ -121,3 +121,26 @@ pub fn remove(path: &Path) -> Result<(), NetError> {
         Err(e) => Err(NetError::netns(path, "remove the file", e)),
     }
 }
+
+/// Unmounts and removes every namespace file in `dir`, then unmounts `dir` itself (the
+/// shared self-bind of `prepare_dir`) and removes it if empty: `keel-agent cleanup`, after
+/// the pods were torn down.
+pub fn release_dir(dir: &Path) -> Result<(), NetError> {
+    let mut first = None;
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.filter_map(Result::ok) {
+            if let Err(err) = remove(&e.path()) {
+                first.get_or_insert(err);
+            }
+        }
+    }
+    while umount2(dir, MntFlags::MNT_DETACH).is_ok() {}
+    match std::fs::remove_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            first.get_or_insert(NetError::netns(dir, "remove the folder", e));
+        }
+    }
+    first.map_or(Ok(()), Err)
+}

@@ -167,3 +167,52 @@ fn pods_on_two_nodes_routes_masquerade_and_teardown() {
         assert!(left.is_empty(), "{left:?}");
     }
 }
+
+/// Unmounts and removes a pod's namespace file behind the crate's back (a reboot empties
+/// the tmpfs).
+fn lose_netns(path: &str) {
+    nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH).expect("umount");
+    std::fs::remove_file(path).expect("rm netns file");
+}
+
+#[test]
+fn recovers_from_a_crash_or_reboot_between_steps() {
+    let lab = Lab::new("crash", 1);
+    let n = &lab.nodes[0];
+    let record = n.dir.join("state/attachments/uid-c1.json");
+
+    // Crash after CNI ADD but before the record was written: the namespace is there, the
+    // record is not. The next setup releases the half attachment and attaches again.
+    let p = n.setup("uid-c1", "c1");
+    std::fs::remove_file(&record).expect("rm record");
+    assert_eq!(n.attached(), vec!["uid-c1".to_string()]);
+    let p2 = n.setup("uid-c1", "c1");
+    assert_eq!(p2["netns"], p["netns"]);
+    assert_eq!(n.reserved_ips().len(), 1, "{:?}", n.reserved_ips());
+    poll("the old veth to go", Duration::from_secs(5), || {
+        (n.veths() == 2).then_some(())
+    });
+
+    // Reboot: the record survived, the namespace did not. Setup detaches and attaches again.
+    lose_netns(&netns_of(&p2));
+    let p3 = n.setup("uid-c1", "c1");
+    assert!(std::path::Path::new(&netns_of(&p3)).exists());
+    assert_eq!(n.reserved_ips().len(), 1, "{:?}", n.reserved_ips());
+    poll("one pod veth", Duration::from_secs(5), || {
+        (n.veths() == 2).then_some(())
+    });
+    let l = Listener::start(&netns_of(&p3), &format!("{}:8080", ip_of(&p3)));
+    let from = connect(&lab.nodes[0].ns.path(), &format!("{}:8080", ip_of(&p3)));
+    assert_eq!(from.as_deref(), Some(format!("{}1", "10.244.1.").as_str()));
+    drop(l);
+
+    // Teardown after the namespace vanished still releases the address and the host veth.
+    lose_netns(&netns_of(&p3));
+    n.teardown("uid-c1");
+    assert!(n.attached().is_empty());
+    assert!(n.reserved_ips().is_empty(), "{:?}", n.reserved_ips());
+    poll("no pod veth", Duration::from_secs(5), || {
+        (n.veths() == 1).then_some(())
+    });
+    assert!(!record.exists());
+}

@@ -252,13 +252,9 @@ impl Node {
 
     /// Unmounts every namespace file and the netns folder itself.
     fn unmount_all(&self) {
-        let d = self.netns_dir();
-        if let Ok(rd) = std::fs::read_dir(&d) {
-            for e in rd.filter_map(Result::ok) {
-                let _ = nix::mount::umount2(&e.path(), nix::mount::MntFlags::MNT_DETACH);
-            }
+        if let Err(e) = keel_podnet::release_netns_dir(&self.netns_dir()) {
+            eprintln!("lab cleanup: {e}");
         }
-        while nix::mount::umount2(&d, nix::mount::MntFlags::MNT_DETACH).is_ok() {}
     }
 }
 
