@@ -5,116 +5,15 @@
 //! all. Checks the collector's figures, `/stats/summary` and `/metrics/cadvisor` (parsed back
 //! with a Prometheus text parser). Works on cgroup v1 (this host) and v2 (the VM tier).
 
+mod stats_lab;
+
 use keel_agent::stats::cgroup::Hierarchy;
 use keel_agent::stats::collect::Sources;
 use keel_agent::stats::{Stats, StatsConfig, http};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use stats_lab::{Lab, record};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-const CONTROLLERS: &[&str] = &["cpu", "cpuacct", "memory", "pids"];
-
-/// Owns the cgroups, processes and network namespaces of the test; removes them on drop.
-struct Lab {
-    hierarchy: Hierarchy,
-    top: String,
-    cgroups: Vec<String>,
-    children: Vec<Child>,
-    netns: Vec<String>,
-}
-
-impl Lab {
-    fn new(hierarchy: Hierarchy) -> Lab {
-        Lab {
-            hierarchy,
-            top: format!("/keel-stats-test-{}", std::process::id()),
-            cgroups: Vec::new(),
-            children: Vec::new(),
-            netns: Vec::new(),
-        }
-    }
-
-    fn dirs(&self, cgroup: &str) -> Vec<PathBuf> {
-        match &self.hierarchy {
-            Hierarchy::V2 { .. } => vec![self.hierarchy.dir("", cgroup)],
-            Hierarchy::V1 { .. } => CONTROLLERS
-                .iter()
-                .map(|c| self.hierarchy.dir(c, cgroup))
-                .collect(),
-        }
-    }
-
-    /// Creates `cgroup` (parents first); on v2 enables cpu, memory and pids for its children.
-    fn mkcg(&mut self, cgroup: &str) {
-        for d in self.dirs(cgroup) {
-            std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("mkdir {}: {e}", d.display()));
-            if matches!(self.hierarchy, Hierarchy::V2 { .. }) {
-                let parent = d.parent().expect("parent");
-                let _ = std::fs::write(parent.join("cgroup.subtree_control"), "+cpu +memory +pids");
-            }
-        }
-        self.cgroups.push(cgroup.to_string());
-    }
-
-    fn netns(&mut self, name: &str) -> String {
-        let ok = Command::new("ip")
-            .args(["netns", "add", name])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            ok,
-            "ip netns add {name} failed (apt-get install -y iproute2)"
-        );
-        self.netns.push(name.to_string());
-        format!("/run/netns/{name}")
-    }
-
-    /// Starts `script` under busybox sh, moved into `cgroup` (every controller) before it execs.
-    fn spawn(&mut self, cgroup: &str, netns: &str, script: &str) -> u32 {
-        let procs: Vec<String> = self
-            .dirs(cgroup)
-            .iter()
-            .map(|d| d.join("cgroup.procs").display().to_string())
-            .collect();
-        let full = format!(
-            "for f in {}; do echo $$ > $f || exit 9; done; {script}",
-            procs.join(" ")
-        );
-        let child = Command::new("nsenter")
-            .arg(format!("--net={netns}"))
-            .args(["--", "busybox", "sh", "-c", &full])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn busybox (apt-get install -y busybox-static util-linux)");
-        let pid = child.id();
-        self.children.push(child);
-        pid
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for ns in &self.netns {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-        let mut all = self.cgroups.clone();
-        all.push(self.top.clone());
-        all.sort_by_key(|c| std::cmp::Reverse(c.len()));
-        for cg in all {
-            for d in self.dirs(&cg) {
-                // A killed task leaves its cgroup a moment later: retry briefly.
-                let deadline = Instant::now() + Duration::from_secs(5);
-                while d.exists() && std::fs::remove_dir(&d).is_err() && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
-        }
-    }
-}
 
 fn ip(ns: &str, args: &str) {
     let mut cmd = Command::new("ip");
@@ -123,44 +22,14 @@ fn ip(ns: &str, args: &str) {
     assert!(ok, "ip -n {ns} {args} failed");
 }
 
-fn record(root: &Path, uid: &str, pod_cg: &str, containers: &[(&str, String)]) {
-    let dir = root.join("pods").join(uid);
-    std::fs::create_dir_all(dir.join("volumes/scratch")).expect("mkdir");
-    std::fs::write(dir.join("volumes/scratch/data"), vec![1u8; 256 * 1024]).expect("write");
-    let cs: Vec<serde_json::Value> = containers
-        .iter()
-        .enumerate()
-        .map(|(i, (name, cg))| {
-            let log_dir = dir.join("logs").join(name);
-            std::fs::create_dir_all(&log_dir).expect("mkdir logs");
-            std::fs::write(log_dir.join("0.log"), "hello\n").expect("write log");
-            serde_json::json!({
-                "name": name, "id": format!("{:064x}", i + 1), "restartCount": 0,
-                "image": "docker.io/library/busybox:latest", "logPath": log_dir.join("0.log"),
-                "cgroup": cg, "stateDir": "/nonexistent", "createdAt": "2026-11-27T08:00:00Z",
-            })
-        })
-        .collect();
-    let rec = serde_json::json!({
-        "namespace": "default", "name": "burner", "uid": uid,
-        "cgroup": pod_cg, "containers": cs,
-    });
-    std::fs::write(dir.join("record.json"), rec.to_string()).expect("write record");
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn collector_reads_a_real_pod() {
-    assert!(
-        nix::unistd::Uid::effective().is_root(),
-        "this test creates cgroups and network namespaces: run it as root"
-    );
     let cgroot = Path::new("/sys/fs/cgroup");
-    let mut lab = Lab::new(Hierarchy::detect(cgroot));
+    let mut lab = Lab::new();
     let uid = "5a7c0e1e-0000-4000-8000-000000000001";
     let pod_cg = format!("{}/pod{uid}", lab.top);
     let burn_cg = format!("{pod_cg}/burn");
     let oom_cg = format!("{pod_cg}/oom");
-    lab.mkcg(&lab.top.clone());
     lab.mkcg(&pod_cg);
     lab.mkcg(&burn_cg);
     lab.mkcg(&oom_cg);
@@ -188,22 +57,24 @@ async fn collector_reads_a_real_pod() {
     // dd with a 64 MiB buffer: burns a CPU and keeps 64 MiB of anonymous memory resident.
     lab.spawn(
         &burn_cg,
-        &pod_net,
+        Some(&pod_net),
         "exec busybox dd if=/dev/zero of=/dev/null bs=64M",
     );
     // The same in a 16 MiB cgroup: OOM-killed at once.
     lab.spawn(
         &oom_cg,
-        &pod_net,
+        Some(&pod_net),
         "exec busybox dd if=/dev/zero of=/dev/null bs=64M",
     );
 
     let root = tempfile::tempdir().expect("tempdir");
     record(
         root.path(),
+        "default",
+        "burner",
         uid,
         &pod_cg,
-        &[("burn", burn_cg.clone()), ("oom", oom_cg.clone())],
+        &[("burn", &burn_cg), ("oom", &oom_cg)],
     );
     let mut sources = Sources::for_root(root.path());
     sources.cgroup_root = cgroot.to_path_buf();
@@ -345,10 +216,9 @@ async fn collector_reads_a_real_pod() {
         })
         .expect("network receive bytes");
     assert!(matches!(rx.value, prometheus_parse::Value::Counter(v) if v >= 20_000.0));
+    let dirs = lab.dirs(&lab.top.clone());
     drop(lab);
-    for d in Lab::new(Hierarchy::detect(cgroot))
-        .dirs(&format!("/keel-stats-test-{}", std::process::id()))
-    {
+    for d in dirs {
         assert!(!d.exists(), "{} left behind", d.display());
     }
 }
