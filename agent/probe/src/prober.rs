@@ -272,10 +272,14 @@ impl Worker {
         let Some(change) = state.observe(success) else {
             return true;
         };
+        if !self.send(Update::Changed(change)).await {
+            return false;
+        }
+        // Published after the event, so the agent hears "started" before any readiness news.
         if let (Gating::Publish(tx), ProbeResult::Success) = (&self.gating, change) {
             tx.send_replace(true);
         }
-        self.send(Update::Changed(change)).await
+        true
     }
 
     async fn send(&self, update: Update) -> bool {
