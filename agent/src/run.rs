@@ -92,8 +92,15 @@ pub async fn run(layout: &Layout, opts: RunOptions) -> Result<(), RunError> {
             server: config.server.clone(),
         })?;
     tracing::info!(ip = %choice.ip, reason = %choice.reason, "chose the node's InternalIP");
-    if !choice.others.is_empty() {
-        let others: Vec<String> = choice.others.iter().map(|i| i.to_string()).collect();
+    // The pod bridge's gateway and the cluster DNS address are this agent's own doing.
+    let cluster: Option<keel_podnet::IpNet> = config.cluster.cluster_cidr.parse().ok();
+    let others: Vec<String> = choice
+        .others
+        .iter()
+        .filter(|i| !cluster.is_some_and(|c| c.contains(**i)) && **i != config.cluster.cluster_dns)
+        .map(|i| i.to_string())
+        .collect();
+    if !others.is_empty() {
         tracing::warn!(chosen = %choice.ip, others = %others.join(", "), "this machine has several addresses; pass --node-ip to pick another one");
     }
     let shutdown = shutdown_signal();

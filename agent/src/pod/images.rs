@@ -110,10 +110,7 @@ impl Images {
         } else {
             let mut config = self.base.clone();
             for a in auths {
-                let host = config
-                    .configs
-                    .entry(a.registry.clone())
-                    .or_default();
+                let host = config.configs.entry(a.registry.clone()).or_default();
                 host.auth = Some(AuthConfig {
                     username: Some(a.username.clone()),
                     password: Some(a.password.clone()),

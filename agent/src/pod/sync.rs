@@ -97,6 +97,7 @@ pub async fn run(ctx: Arc<Ctx>, mut shutdown: tokio::sync::watch::Receiver<bool>
         records,
         workers: HashMap::new(),
     };
+    let started = std::time::SystemTime::now();
     let mut listed: HashSet<String> = HashSet::new();
     let mut first_list = true;
     loop {
@@ -114,6 +115,7 @@ pub async fn run(ctx: Arc<Ctx>, mut shutdown: tokio::sync::watch::Receiver<bool>
             Ok(Event::InitDone) => {
                 if first_list {
                     s.orphans(&listed).await;
+                    collect_rootfs_leaks(&s.ctx, started).await;
                     first_list = false;
                 }
             }
@@ -124,5 +126,31 @@ pub async fn run(ctx: Arc<Ctx>, mut shutdown: tokio::sync::watch::Receiver<bool>
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
         }
+    }
+}
+
+/// Container root filesystems no pod record names, left by a crash between mounting a rootfs
+/// and recording the container; only those older than this agent's start (a rootfs mounted
+/// since belongs to a start in progress).
+async fn collect_rootfs_leaks(ctx: &Arc<Ctx>, started: std::time::SystemTime) {
+    let known: HashSet<String> = PodRecord::load_all(&ctx.layout.pods())
+        .into_iter()
+        .flat_map(|r| r.containers.into_iter().map(|c| c.id))
+        .collect();
+    let Ok(entries) = std::fs::read_dir(ctx.layout.images().join("containers")) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let id = e.file_name().to_string_lossy().to_string();
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t < started);
+        if known.contains(&id) || !old {
+            continue;
+        }
+        tracing::info!(container = %id, "removing a container rootfs no pod owns");
+        let store = ctx.images.store.clone();
+        let _ = tokio::task::spawn_blocking(move || keel_image::rootfs::remove(&store, &id)).await;
     }
 }

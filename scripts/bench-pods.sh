@@ -1,0 +1,71 @@
+#!/bin/bash
+# Pod startup benchmark (issue 8): one control plane and one agent, each in its own network
+# namespace (keelbench-cp, keelbench-node), release binaries, the test image imported into the
+# agent's store first (image cached). Prints pod_bench's JSON plus agent and supervisor memory.
+#   sudo bash scripts/bench-pods.sh [PODS]
+set -euo pipefail
+PODS=${1:-100}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+W=$(mktemp -d /tmp/keelbench.XXXXXX)
+B=$ROOT/target/release
+CP=keelbench-cp; NODE=keelbench-node
+cleanup() {
+  set +e
+  [ -n "${AGENT_PID:-}" ] && kill "$AGENT_PID" 2>/dev/null
+  [ -n "${CONTROL_PID:-}" ] && kill "$CONTROL_PID" 2>/dev/null
+  for d in /run/keel-shim/*/; do :; done
+  # Containers of this run: delete them through the runtime, then the namespaces.
+  for id in $(cat "$W"/agent/pods/*/record.json 2>/dev/null | grep -o '"id": "[0-9a-f]*"' | cut -d'"' -f4); do
+    "$B/keel-shim" delete --force "$id" 2>/dev/null
+  done
+  ip netns pids $NODE 2>/dev/null | xargs -r kill -9
+  ip netns del $NODE 2>/dev/null; ip netns del $CP 2>/dev/null
+  grep " $W" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
+  rm -rf "$W"
+}
+trap cleanup EXIT
+(cd "$ROOT" && cargo build --release -p keel-control -p keel-agent -p keel-shim -p keel-cni --bins --example pod_bench >&2)
+
+# The image: busybox httpd serving "Welcome to nginx!", imported as docker.io/library/nginx:1.14.
+cd "$W"
+umoci init --layout img >/dev/null && umoci new --image img:1.14
+umoci unpack --image img:1.14 bundle >/dev/null
+mkdir -p bundle/rootfs/bin bundle/rootfs/www
+cp /bin/busybox bundle/rootfs/bin/busybox
+for a in sh httpd; do ln -s busybox bundle/rootfs/bin/$a; done
+echo '<h1>Welcome to nginx!</h1>' > bundle/rootfs/www/index.html
+umoci repack --image img:1.14 bundle >/dev/null
+umoci config --image img:1.14 --config.entrypoint /bin/httpd --config.cmd=-f --config.cmd=-p --config.cmd=80 --config.cmd=-h --config.cmd=/www
+(cd img && tar cf ../img.tar .)
+"$B/keel-shim" image --image-root "$W/agent/images" import img.tar --name docker.io/library/nginx >/dev/null
+
+ip netns add $CP; ip netns add $NODE
+ip -n $CP link add kb-cp type veth peer name kb-node
+ip -n $CP link set kb-node netns $NODE
+ip -n $CP addr add 192.168.78.1/24 dev kb-cp; ip -n $CP link set kb-cp up; ip -n $CP link set lo up
+ip -n $NODE addr add 192.168.78.2/24 dev kb-node; ip -n $NODE link set kb-node up; ip -n $NODE link set lo up
+ip -n $NODE route add default via 192.168.78.1
+nsenter --net=/run/netns/$CP "$B/keel-control" init --data-dir "$W/control" --advertise-address 192.168.78.1 --listen 192.168.78.1:6443 > "$W/init.txt"
+nsenter --net=/run/netns/$CP "$B/keel-control" serve --data-dir "$W/control" > "$W/control.log" 2>&1 &
+CONTROL_PID=$!
+JOIN=$(grep '^keel-agent join' "$W/init.txt" | tail -1 | sed 's/^keel-agent join //')
+for _ in $(seq 50); do nsenter --net=/run/netns/$CP curl -sk https://192.168.78.1:6443/healthz >/dev/null && break; sleep 0.2; done
+# shellcheck disable=SC2086
+nsenter --net=/run/netns/$NODE "$B/keel-agent" join $JOIN --node-name node1 --root-dir "$W/agent" > "$W/agent.log" 2>&1 &
+AGENT_PID=$!
+K="nsenter --net=/run/netns/$CP kubectl --kubeconfig $W/control/admin.kubeconfig"
+for _ in $(seq 100); do $K get nodes 2>/dev/null | grep -q ' Ready' && break; sleep 0.3; done
+rss() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
+APID=$(pgrep -f "keel-agent join .*--root-dir $W/agent" | head -1)
+sleep 2
+echo "{\"agent_rss_kib_0_pods\": $(rss "$APID")}"
+nsenter --net=/run/netns/$CP "$B/examples/pod_bench" --kubeconfig "$W/control/admin.kubeconfig" --image nginx:1.14 --pods "$PODS" --hold 8 > "$W/bench.out" 2>&1 &
+BENCH=$!
+for _ in $(seq 1200); do grep -q p50_ms "$W/bench.out" && break; sleep 0.5; done
+sleep 2
+head -1 "$W/bench.out"
+SUP=0; N=0
+for p in $(pgrep -f "^$B/keel-shim|keel-shim --root"); do r=$(rss "$p" 2>/dev/null || echo 0); SUP=$((SUP + r)); N=$((N + 1)); done
+echo "{\"agent_rss_kib_${PODS}_pods\": $(rss "$APID"), \"supervisors\": $N, \"supervisor_rss_kib_total\": $SUP}"
+wait $BENCH || { cat "$W/bench.out"; exit 1; }
+tail -1 "$W/bench.out"
