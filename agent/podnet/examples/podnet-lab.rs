@@ -10,6 +10,7 @@
 //! podnet-lab watch <kubeconfig> <node> <cluster-cidr>      routes::run until stdin closes
 //! podnet-lab node-create <kubeconfig> <node.json>         POST a Node
 //! podnet-lab node-delete <kubeconfig> <name>
+//! podnet-lab bench <config.json> <count>                   timed setups, then teardowns
 //! podnet-lab cleanup
 //! podnet-lab listen <ip:port>                              prints the first peer's address
 //! podnet-lab connect <ip:port>                             prints the local address used
@@ -45,6 +46,16 @@ fn config(path: &str) -> Result<NetworkConfig> {
     }
     c.mtu = v["mtu"].as_u64().and_then(|m| u32::try_from(m).ok());
     Ok(c)
+}
+
+/// p50 and p99 in milliseconds.
+fn stats(mut v: Vec<Duration>) -> Value {
+    v.sort();
+    let at = |q: f64| {
+        let i = ((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1;
+        (v[i].as_secs_f64() * 1e5).round() / 100.0
+    };
+    json!({"p50": at(0.5), "p99": at(0.99), "n": v.len()})
 }
 
 async fn client(kubeconfig: &str) -> Result<kube::Client> {
@@ -109,6 +120,39 @@ async fn main() -> Result<()> {
                 let _ = tx.send(true);
             });
             routes::run(client, node.to_string(), cidr.to_string(), rx).await?;
+        }
+        ["bench", cfg, count] => {
+            let count: usize = count.parse()?;
+            let net = Network::new(config(cfg)?)?;
+            let pods: Vec<PodRef> = (0..count)
+                .map(|i| PodRef {
+                    uid: format!("bench-{i}"),
+                    namespace: "default".into(),
+                    name: format!("bench-{i}"),
+                })
+                .collect();
+            let mut add = Vec::new();
+            for p in &pods {
+                let t = std::time::Instant::now();
+                net.setup(p).await?;
+                add.push(t.elapsed());
+            }
+            let mut cached = Vec::new();
+            for p in &pods {
+                let t = std::time::Instant::now();
+                net.setup(p).await?;
+                cached.push(t.elapsed());
+            }
+            let mut del = Vec::new();
+            for p in &pods {
+                let t = std::time::Instant::now();
+                net.teardown(&p.uid).await?;
+                del.push(t.elapsed());
+            }
+            println!(
+                "{}",
+                json!({"setup": stats(add), "setupCached": stats(cached), "teardown": stats(del)})
+            );
         }
         ["cleanup"] => routes::cleanup().await?,
         ["listen", addr] => {
