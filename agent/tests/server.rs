@@ -26,6 +26,18 @@ fn free_port() -> u16 {
 
 /// A client certificate for `cn`/`orgs` signed by the cluster CA in `data`: (cert, key) PEM.
 fn issue(data: &Path, cn: &str, orgs: &[&str]) -> (String, String) {
+    issue_with(data, cn, orgs, |p| {
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    })
+}
+
+/// Like `issue`, letting `edit` set usages, SANs and validity.
+fn issue_with(
+    data: &Path,
+    cn: &str,
+    orgs: &[&str],
+    edit: impl FnOnce(&mut rcgen::CertificateParams),
+) -> (String, String) {
     let ca_pem = std::fs::read_to_string(data.join("ca.crt")).expect("ca.crt");
     let ca_key =
         rcgen::KeyPair::from_pem(&std::fs::read_to_string(data.join("ca.key")).expect("ca.key"))
@@ -41,7 +53,7 @@ fn issue(data: &Path, cn: &str, orgs: &[&str]) -> (String, String) {
             .push(rcgen::DnType::OrganizationName, *o);
     }
     p.distinguished_name.push(rcgen::DnType::CommonName, cn);
-    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    edit(&mut p);
     let cert = p.signed_by(&key, &ca, &ca_key).expect("sign");
     (cert.pem(), key.serialize_pem())
 }
@@ -119,15 +131,10 @@ struct Agent {
     task: tokio::task::JoinHandle<Result<(), server::ServerError>>,
 }
 
-#[test]
-fn logs_through_the_api_server_and_only_for_the_api_server() {
-    let cp = ControlPlane::start();
+/// The node's identity (a kubeconfig under the agent root, the CA in `pki/ca.crt`) and its
+/// Node object with InternalIP 127.0.0.1 and our port, as `keel-agent join`/`run` leave them.
+fn register_node(cp: &ControlPlane, layout: &Layout, port: u16) {
     let data = cp.data_dir();
-    let root = tempfile::tempdir().expect("agent root");
-    let layout = Layout::new(root.path());
-    let port = free_port();
-
-    // The node's identity and its registration (InternalIP 127.0.0.1, our port).
     let (node_cert, node_key) = issue(&data, &format!("system:node:{NODE}"), &["system:nodes"]);
     let ca_pem = std::fs::read_to_string(data.join("ca.crt")).expect("ca.crt");
     state::write_atomic(&layout.ca(), ca_pem.as_bytes(), 0o644).expect("ca");
@@ -146,6 +153,60 @@ fn logs_through_the_api_server_and_only_for_the_api_server() {
                    "daemonEndpoints": {"kubeletEndpoint": {"Port": port}},
                    "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}]}});
     cp.ok("POST", "/api/v1/nodes", Some(&node));
+}
+
+/// Starts `server::run` on its own runtime, as `keel-agent run` would.
+fn start_agent(layout: &Layout, port: u16) -> (Agent, kube::Client) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let client = rt
+        .block_on(keel_agent::client::from_kubeconfig(&layout.kubeconfig()))
+        .expect("node client");
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let ctx = ServerContext {
+        layout: layout.clone(),
+        client: client.clone(),
+        node_name: NODE.into(),
+        node_ips: vec!["127.0.0.1".parse().expect("ip")],
+        port,
+        stats: None,
+    };
+    let task = rt.spawn(server::run(ctx, stop_rx));
+    (Agent { rt, stop, task }, client)
+}
+
+impl Agent {
+    /// Signals shutdown and asserts that `run` returns Ok.
+    fn stop(self) {
+        let Agent { rt, stop, task } = self;
+        stop.send(true).expect("stop");
+        let result = rt
+            .block_on(async { tokio::time::timeout(Duration::from_secs(10), task).await })
+            .expect("run() returns after shutdown")
+            .expect("join");
+        assert!(result.is_ok(), "{result:?}");
+    }
+}
+
+/// The client identity of the API server (`apiserver-kubelet-client.{crt,key}`).
+fn api_server_client(data: &Path) -> reqwest::blocking::Client {
+    let mut pem = std::fs::read_to_string(data.join("apiserver-kubelet-client.crt")).expect("crt");
+    pem.push_str(&std::fs::read_to_string(data.join("apiserver-kubelet-client.key")).expect("key"));
+    https(data, Some(pem))
+}
+
+#[test]
+fn logs_through_the_api_server_and_only_for_the_api_server() {
+    let cp = ControlPlane::start();
+    let data = cp.data_dir();
+    let root = tempfile::tempdir().expect("agent root");
+    let layout = Layout::new(root.path());
+    let port = free_port();
+
+    register_node(&cp, &layout, port);
 
     // Pod "web": instance 0 exited, instance 1 running with an old line, a line cut into two
     // partial records, and a recent line. Pod "solo": one instance only. Pod "ghost": bound
@@ -179,36 +240,9 @@ fn logs_through_the_api_server_and_only_for_the_api_server() {
     }
 
     // The server, as `keel-agent run` starts it.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let client = rt
-        .block_on(keel_agent::client::from_kubeconfig(&layout.kubeconfig()))
-        .expect("node client");
-    let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let ctx = ServerContext {
-        layout: layout.clone(),
-        client: client.clone(),
-        node_name: NODE.into(),
-        node_ips: vec!["127.0.0.1".parse().expect("ip")],
-        port,
-        stats: None,
-    };
-    let task = rt.spawn(server::run(ctx, stop_rx));
-    let agent = Agent { rt, stop, task };
-
-    // The serving certificate came through the certificates API, approved and signed.
+    let (agent, client) = start_agent(&layout, port);
     let kubectl = Kubectl::new("", &cp.kubeconfig());
-    let api_client = {
-        let mut pem =
-            std::fs::read_to_string(data.join("apiserver-kubelet-client.crt")).expect("crt");
-        pem.push_str(
-            &std::fs::read_to_string(data.join("apiserver-kubelet-client.key")).expect("key"),
-        );
-        https(&data, Some(pem))
-    };
+    let api_client = api_server_client(&data);
     let healthz = format!("https://127.0.0.1:{port}/healthz");
     poll(
         "the agent to serve /healthz",
@@ -403,11 +437,112 @@ fn logs_through_the_api_server_and_only_for_the_api_server() {
     assert_eq!(r.status().as_u16(), 404, "no stats collector was given");
 
     // Shutdown ends run().
-    let Agent { rt, stop, task } = agent;
-    stop.send(true).expect("stop");
-    let result = rt
-        .block_on(async { tokio::time::timeout(Duration::from_secs(10), task).await })
-        .expect("run() returns after shutdown")
-        .expect("join");
-    assert!(result.is_ok(), "{result:?}");
+    agent.stop();
+}
+
+/// The certificate the server presents on a new connection (DER).
+fn served_certificate(rt: &tokio::runtime::Runtime, data: &Path, port: u16) -> Vec<u8> {
+    use rustls::pki_types::ServerName;
+    let ca = std::fs::read(data.join("ca.crt")).expect("ca.crt");
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut ca.as_slice()) {
+        roots.add(c.expect("ca pem")).expect("root");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        let name = ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
+        let tls = connector.connect(name, tcp).await.expect("handshake");
+        tls.get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.as_ref().to_vec())
+            .expect("a server certificate")
+    })
+}
+
+fn first_der(pem: &str) -> Vec<u8> {
+    rustls_pemfile::certs(&mut pem.as_bytes())
+        .next()
+        .expect("a certificate")
+        .expect("pem")
+        .as_ref()
+        .to_vec()
+}
+
+#[test]
+fn serves_a_saved_certificate_and_renews_it_near_expiry() {
+    let cp = ControlPlane::start();
+    let data = cp.data_dir();
+    let root = tempfile::tempdir().expect("agent root");
+    let layout = Layout::new(root.path());
+    let port = free_port();
+    register_node(&cp, &layout, port);
+    // A saved certificate 50 minutes into its hour: past 90% of its lifetime.
+    let (old_cert, old_key) = issue_with(
+        &data,
+        &format!("system:node:{NODE}"),
+        &["system:nodes"],
+        |p| {
+            p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+            p.subject_alt_names = vec![
+                rcgen::SanType::IpAddress("127.0.0.1".parse().expect("ip")),
+                rcgen::SanType::DnsName(NODE.to_string().try_into().expect("dns")),
+            ];
+            let now = time::OffsetDateTime::now_utc();
+            p.not_before = now - time::Duration::minutes(50);
+            p.not_after = now + time::Duration::minutes(10);
+        },
+    );
+    state::write_atomic(&cert::cert_path(&layout), old_cert.as_bytes(), 0o644).expect("crt");
+    state::write_atomic(&cert::key_path(&layout), old_key.as_bytes(), 0o600).expect("key");
+
+    let (agent, _client) = start_agent(&layout, port);
+    let api_client = api_server_client(&data);
+    let healthz = format!("https://127.0.0.1:{port}/healthz");
+    poll(
+        "the agent to serve /healthz",
+        Duration::from_secs(30),
+        || {
+            api_client
+                .get(&healthz)
+                .send()
+                .ok()
+                .filter(|r| r.status().is_success())
+        },
+    );
+    let renewed = poll(
+        "the serving certificate to be renewed",
+        Duration::from_secs(60),
+        || {
+            std::fs::read_to_string(cert::cert_path(&layout))
+                .ok()
+                .filter(|c| *c != old_cert)
+        },
+    );
+    let (nb, na) = keel_agent::bootstrap::csr::validity(&renewed).expect("validity");
+    assert!(
+        na - nb > 86400,
+        "the new certificate has the signer's full lifetime"
+    );
+    // New connections get the new certificate without a restart.
+    let want = first_der(&renewed);
+    poll(
+        "new connections to present the renewed certificate",
+        Duration::from_secs(10),
+        || (served_certificate(&agent.rt, &data, port) == want).then_some(()),
+    );
+    let r = api_client.get(&healthz).send().expect("healthz");
+    assert_eq!(r.status().as_u16(), 200);
+    agent.stop();
 }

@@ -121,6 +121,19 @@ pub fn load(layout: &Layout) -> Option<(String, String)> {
     Some((cert, key))
 }
 
+/// Waits up to `timeout` for the Node `node` to exist (it may still be registering).
+pub async fn wait_for_node(client: &kube::Client, node: &str, timeout: Duration) {
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = nodes.get_opt(node).await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tracing::warn!(%node, "the Node is not registered yet; asking for a serving certificate anyway");
+}
+
 /// Sends the request as the node and waits up to `timeout` for the signed certificate.
 /// Returns (cert PEM, key PEM), already saved under `<root>/pki`.
 pub async fn obtain(

@@ -58,8 +58,13 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(60);
 const CSR_TIMEOUT: Duration = Duration::from_secs(120);
+const NODE_WAIT: Duration = Duration::from_secs(30);
+/// Longest single sleep of the renewal loop (it re-reads the clock after each).
+const RENEW_CHECK: u64 = 6 * 3600;
 
 /// Obtains a serving certificate, retrying with back-off until one is signed; None on shutdown.
+/// Each attempt uses the node's current credentials (`<root>/pki/kubeconfig`, which the client
+/// certificate rotation rewrites), falling back to `ctx.client`.
 async fn obtain_retrying(
     ctx: &ServerContext,
     sans: &cert::Sans,
@@ -67,7 +72,18 @@ async fn obtain_retrying(
 ) -> Option<(String, String)> {
     let mut backoff = RETRY_MIN;
     loop {
-        let attempt = cert::obtain(&ctx.layout, &ctx.client, &ctx.node_name, sans, CSR_TIMEOUT);
+        let client = match crate::client::from_kubeconfig(&ctx.layout.kubeconfig()).await {
+            Ok(c) => c,
+            Err(_) => ctx.client.clone(),
+        };
+        // The approver checks the names against the Node's addresses: give a node that is
+        // still registering a moment before asking.
+        let registered = cert::wait_for_node(&client, &ctx.node_name, NODE_WAIT);
+        tokio::select! {
+            () = registered => {}
+            () = stopped(shutdown) => return None,
+        }
+        let attempt = cert::obtain(&ctx.layout, &client, &ctx.node_name, sans, CSR_TIMEOUT);
         let result = tokio::select! {
             r = attempt => r,
             () = stopped(shutdown) => return None,
@@ -131,10 +147,14 @@ async fn renew_loop(
 ) {
     let path = cert::cert_path(&ctx.layout);
     loop {
-        let wait = (due - chrono::Utc::now().timestamp()).max(0) as u64;
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(wait)) => {}
-            () = stopped(&mut shutdown) => return,
+        let wait = due - chrono::Utc::now().timestamp();
+        if wait > 0 {
+            let nap = Duration::from_secs((wait as u64).min(RENEW_CHECK));
+            tokio::select! {
+                () = tokio::time::sleep(nap) => {}
+                () = stopped(&mut shutdown) => return,
+            }
+            continue;
         }
         let Some((c, k)) = obtain_retrying(ctx, sans, &mut shutdown).await else {
             return;
