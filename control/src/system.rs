@@ -1,6 +1,7 @@
 //! Objects the API server keeps in place itself, as kube-apiserver does: the system namespaces
 //! and the `kubernetes` Service (first service IP, port 443) with Endpoints and an EndpointSlice
-//! at the advertised address. Written straight to the store, before the server listens.
+//! at the advertised address, and the `kube-dns` Service at the cluster DNS address. Written
+//! straight to the store, before the server listens.
 
 use crate::apiserver::Settings;
 use crate::apiserver::objects::now;
@@ -77,5 +78,43 @@ pub async fn ensure_system_objects(store: &dyn Backend, s: &Settings) -> Result<
                "ports": [{"name": "https", "port": s.port, "protocol": "TCP"}]}),
     )
     .await?;
-    Ok(())
+    ensure_dns_service(store, s).await
+}
+
+/// The `kube-dns` Service kubeadm's DNS addon creates, at the 10th address of the service
+/// CIDR (kubelet's default clusterDNS 10.96.0.10), so that the address is reserved and
+/// `kube-dns.kube-system` resolves. It has no selector: every agent answers DNS on that
+/// address itself (node-local, docs/architecture/dns.md) and its proxy leaves it alone.
+/// Skipped when another Service already holds the address.
+async fn ensure_dns_service(store: &dyn Backend, s: &Settings) -> Result<(), StoreError> {
+    let net = s.service_cidr;
+    let ip = std::net::Ipv4Addr::from(u32::from(net.network()).wrapping_add(10));
+    if !net.contains(&ip) {
+        return Ok(());
+    }
+    let ip = ip.to_string();
+    let services = store.list("/registry/core/services/", None, 0).await?;
+    let taken = services.items.iter().any(|kv| {
+        serde_json::from_slice::<Value>(&kv.value)
+            .ok()
+            .and_then(|o| o.pointer("/spec/clusterIP").cloned())
+            == Some(json!(ip))
+    });
+    if taken {
+        return Ok(());
+    }
+    ensure(
+        store,
+        "/registry/core/services/kube-system/kube-dns",
+        json!({"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": "kube-dns", "namespace": "kube-system",
+                            "labels": {"k8s-app": "kube-dns", "kubernetes.io/cluster-service": "true",
+                                       "kubernetes.io/name": "CoreDNS"}},
+               "spec": {"type": "ClusterIP", "clusterIP": ip, "clusterIPs": [ip], "sessionAffinity": "None",
+                        "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack", "internalTrafficPolicy": "Cluster",
+                        "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                                  {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53}]},
+               "status": {"loadBalancer": {}}}),
+    )
+    .await
 }

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::ruleset::{MASQ_MARK, Ruleset};
+use crate::ruleset::{LOCAL_MASQ, MASQ_MARK, Ruleset};
 
 /// The table every Keel proxy rule lives in.
 pub const TABLE: &str = "ip keel";
@@ -41,6 +41,8 @@ fn static_part(out: &mut String) {
             "add map {t} nodeport-backends {{ typeof meta l4proto . th dport . numgen random mod 2 : ip daddr . th dport ; }}"
         ),
         format!("add set {t} hairpin {{ type ipv4_addr . ipv4_addr ; }}"),
+        format!("add set {t} local-endpoints {{ type ipv4_addr ; }}"),
+        format!("add chain {t} {LOCAL_MASQ}"),
         format!("add set {t} node-ips {{ type ipv4_addr ; }}"),
         format!("add set {t} no-endpoints {{ type ipv4_addr . inet_proto . inet_service ; }}"),
         format!(
@@ -63,6 +65,7 @@ fn static_part(out: &mut String) {
         format!(
             "add rule {t} masquerading ct status dnat ip saddr . ip daddr @hairpin meta mark set meta mark | {m:#x}"
         ),
+        format!("add rule {t} masquerading jump {LOCAL_MASQ}"),
         format!("add rule {t} masquerading meta mark & {m:#x} == 0 return"),
         format!(
             "add rule {t} masquerading meta mark set meta mark & {:#x}",

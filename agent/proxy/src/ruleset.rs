@@ -22,18 +22,22 @@ pub const MASQ_MARK: u32 = 0x4000;
 
 /// Sets and maps whose elements the generator fills. The declarations are in
 /// `render::STATIC`.
-pub const SETS: [&str; 10] = [
+pub const SETS: [&str; 11] = [
     "service-ips",
     "service-nodeports",
     "backends",
     "nodeport-backends",
     "hairpin",
+    "local-endpoints",
     "node-ips",
     "no-endpoints",
     "no-local-endpoints",
     "no-endpoint-nodeports",
     "no-local-endpoint-nodeports",
 ];
+
+/// The chain that marks pod -> service -> endpoint-on-this-node traffic for masquerade.
+pub const LOCAL_MASQ: &str = "local-masq";
 
 /// Endpoint counts whose shared chains exist even when no service uses them, so that a
 /// service whose endpoint count changes stays an incremental (elements-only) sync.
@@ -140,6 +144,16 @@ impl<'a> Builder<'a> {
         for ip in self.node.addresses.clone() {
             self.element("node-ips", ip.to_string(), String::new(), "");
         }
+        // A pod reaching an endpoint on this node through a service: without br_netfilter
+        // the endpoint's reply would cross the bridge straight back to the pod and skip
+        // the reverse DNAT, so such traffic is masqueraded (the node answers for it).
+        let rules = match self.node.cluster_cidr {
+            Some(cidr) => vec![format!(
+                "ct status dnat ip saddr {cidr} ip daddr @local-endpoints meta mark set meta mark | {MASQ_MARK:#x}"
+            )],
+            None => Vec::new(),
+        };
+        self.rs.chains.insert(LOCAL_MASQ.to_string(), rules);
         for n in 1..=PRECREATED {
             self.cluster_chain(n);
             self.ext_chain(n, false);
@@ -282,6 +296,14 @@ impl<'a> Builder<'a> {
         self.chain(name, rules)
     }
 
+    fn local_endpoints(&mut self, eps: &[Endpoint]) {
+        if let Some(m) = self.rs.elements.get_mut("local-endpoints") {
+            for e in eps {
+                m.insert(e.ip.to_string(), String::new());
+            }
+        }
+    }
+
     fn hairpin(&mut self, eps: &[Endpoint]) {
         for e in eps {
             let k = format!("{} . {}", e.ip, e.ip);
@@ -300,6 +322,7 @@ impl<'a> Builder<'a> {
     fn service_port(&mut self, sp: &ServicePort) {
         let proto = sp.protocol.nft();
         let id = sp.id.clone();
+        self.local_endpoints(&sp.local_endpoints);
         // ClusterIPs.
         let eps = if sp.internal_local {
             &sp.local_endpoints

@@ -1,0 +1,512 @@
+//! Services end to end in network namespaces (never the host's), before real pods exist:
+//! the real `keel-control` (with its endpoints controller) and the node's services loop
+//! (`keel_agent::services::run`, through the `node_services` example) run inside a "node"
+//! namespace; "pods" are namespaces on the node's bridge running busybox httpd, whose Pod
+//! objects the test marks Running/Ready through `pods/status` (as an agent would). kubectl,
+//! curl and dig check ClusterIP and NodePort routing, REJECT without endpoints, readiness,
+//! DNS answers from inside a pod namespace, and that rules go with the Service.
+//!
+//! Everything is named `ksvc-<pid>-*` and removed by Drop guards, also on failure.
+//! Build first: `cargo build -p keel-control && cargo build -p keel-agent --example node_services`.
+
+use keel_tests::kubectl::Kubectl;
+use keel_tests::poll;
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(30);
+const NODE_IP: &str = "192.168.77.1";
+const EXT_IP: &str = "192.168.77.2";
+
+fn run(cmd: &mut Command) -> std::process::Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (install iproute2, nftables, busybox-static, curl, bind9-dnsutils, util-linux)"))
+}
+
+fn sh(args: &[&str]) {
+    let out = run(Command::new(args[0]).args(&args[1..]));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {} (the lab needs root)",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `nsenter --net=/run/netns/<ns> -- <program>`.
+fn in_ns(ns: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new("nsenter");
+    c.arg(format!("--net=/run/netns/{ns}"))
+        .arg("--")
+        .arg(program);
+    c
+}
+
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("tests run from target/<profile>/deps")
+        .to_path_buf()
+}
+
+fn built(rel: &str, how: &str) -> PathBuf {
+    let p = target_dir().join(rel);
+    assert!(
+        p.exists(),
+        "{} is missing: build it with `{how}`",
+        p.display()
+    );
+    p
+}
+
+/// The namespaces and processes of one test run.
+struct Lab {
+    prefix: String,
+    namespaces: Vec<String>,
+    children: Vec<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in self.children.iter_mut().rev() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in &self.namespaces {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+impl Lab {
+    fn ns(&self, short: &str) -> String {
+        format!("{}-{short}", self.prefix)
+    }
+
+    fn add_ns(&mut self, short: &str) -> String {
+        let ns = self.ns(short);
+        sh(&["ip", "netns", "add", &ns]);
+        self.namespaces.push(ns.clone());
+        sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn spawn(&mut self, mut cmd: Command, log: &str) -> usize {
+        let f = std::fs::File::create(self.dir.path().join(log)).expect("log file");
+        let f2 = f.try_clone().expect("log file");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(f)
+            .stderr(f2)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
+        self.children.push(child);
+        self.children.len() - 1
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+    }
+
+    /// node (bridge cbr0 10.244.0.1/24, uplink 192.168.77.1 to "ext"), pods pa/pb (httpd on
+    /// 8080 answering their name) and pc (a client), all on cbr0.
+    fn new() -> Lab {
+        for tool in ["ip", "nft", "busybox", "curl", "dig", "nsenter"] {
+            let ok = Command::new("which")
+                .arg(tool)
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(
+                ok,
+                "{tool} is missing: apt-get install -y iproute2 nftables busybox-static curl bind9-dnsutils util-linux"
+            );
+        }
+        let mut lab = Lab {
+            prefix: format!("ksvc-{}", std::process::id()),
+            namespaces: Vec::new(),
+            children: Vec::new(),
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
+        let node = lab.add_ns("node");
+        let ext = lab.add_ns("ext");
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &node,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ]);
+        // Without br_netfilter's iptables hook on the bridge (CI machines may not load the
+        // module; where it is loaded, switch it off in this namespace): replies between pods
+        // on one bridge then bypass the node's conntrack, as on a plain Linux bridge.
+        if Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables").exists() {
+            sh(&[
+                "ip",
+                "netns",
+                "exec",
+                &node,
+                "sysctl",
+                "-qw",
+                "net.bridge.bridge-nf-call-iptables=0",
+            ]);
+        }
+        sh(&["ip", "-n", &node, "link", "add", "cbr0", "type", "bridge"]);
+        sh(&[
+            "ip",
+            "-n",
+            &node,
+            "addr",
+            "add",
+            "10.244.0.1/24",
+            "dev",
+            "cbr0",
+        ]);
+        sh(&["ip", "-n", &node, "link", "set", "cbr0", "up"]);
+        sh(&[
+            "ip", "-n", &node, "link", "add", "up0", "type", "veth", "peer", "name", "eth0",
+            "netns", &ext,
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            &node,
+            "addr",
+            "add",
+            &format!("{NODE_IP}/24"),
+            "dev",
+            "up0",
+        ]);
+        sh(&["ip", "-n", &node, "link", "set", "up0", "up"]);
+        // A default route, so that the node's own traffic to service IPs is routable.
+        sh(&["ip", "-n", &node, "route", "add", "default", "via", EXT_IP]);
+        sh(&[
+            "ip",
+            "-n",
+            &ext,
+            "addr",
+            "add",
+            &format!("{EXT_IP}/24"),
+            "dev",
+            "eth0",
+        ]);
+        sh(&["ip", "-n", &ext, "link", "set", "eth0", "up"]);
+        for (i, p) in ["pa", "pb", "pc"].iter().enumerate() {
+            let pod = lab.add_ns(p);
+            let port = format!("v{p}");
+            sh(&[
+                "ip", "-n", &node, "link", "add", &port, "type", "veth", "peer", "name", "eth0",
+                "netns", &pod,
+            ]);
+            sh(&[
+                "ip", "-n", &node, "link", "set", &port, "master", "cbr0", "up",
+            ]);
+            let ip = format!("10.244.0.{}/24", i + 2);
+            sh(&["ip", "-n", &pod, "addr", "add", &ip, "dev", "eth0"]);
+            sh(&["ip", "-n", &pod, "link", "set", "eth0", "up"]);
+            sh(&[
+                "ip",
+                "-n",
+                &pod,
+                "route",
+                "add",
+                "default",
+                "via",
+                "10.244.0.1",
+            ]);
+            if *p == "pc" {
+                continue;
+            }
+            let www = lab.dir.path().join(p);
+            std::fs::create_dir_all(&www).expect("www dir");
+            std::fs::write(www.join("index.html"), p).expect("index.html");
+            let mut cmd = in_ns(&pod, "busybox");
+            cmd.args(["httpd", "-f", "-p", "8080", "-h"]).arg(&www);
+            lab.spawn(cmd, &format!("httpd-{p}.log"));
+        }
+        lab
+    }
+}
+
+/// One HTTP GET with curl inside `ns`: the body, or the error (with curl's exit status).
+fn get(ns: &str, url: &str) -> Result<String, String> {
+    let out = run(in_ns(ns, "curl").args(["-sS", "-m", "2", url]));
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(format!(
+            "{}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// Bodies seen in `n` GETs (errors included as text).
+fn spread(ns: &str, url: &str, n: usize) -> BTreeSet<String> {
+    (0..n).map(|_| get(ns, url).unwrap_or_else(|e| e)).collect()
+}
+
+fn dig(ns: &str, name: &str, qtype: &str) -> (String, Vec<String>) {
+    let out = run(in_ns(ns, "dig").args(["@10.96.0.10", "+time=2", "+tries=1", name, qtype]));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let status = text
+        .lines()
+        .find_map(|l| l.split("status: ").nth(1))
+        .and_then(|s| s.split(',').next())
+        .unwrap_or("no answer")
+        .to_string();
+    let short =
+        run(in_ns(ns, "dig").args(["@10.96.0.10", "+time=2", "+tries=1", "+short", name, qtype]));
+    let mut answers: Vec<String> = String::from_utf8_lossy(&short.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    answers.sort();
+    (status, answers)
+}
+
+fn nft_table(ns: &str) -> String {
+    let out = run(in_ns(ns, "nft").args(["list", "table", "ip", "keel"]));
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn lo_addrs(ns: &str) -> String {
+    let out = run(Command::new("ip").args(["-n", ns, "-4", "addr", "show", "dev", "lo"]));
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn pod_json(name: &str) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "web"}},
+        "spec": {"nodeName": "node-a", "containers": [{"name": "httpd", "image": "busybox",
+            "ports": [{"name": "http", "containerPort": 8080}]}]}})
+}
+
+fn status_patch(ip: &str, ready: bool) -> String {
+    let st = if ready { "True" } else { "False" };
+    json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "hostIP": NODE_IP,
+        "conditions": [{"type": "Ready", "status": st}, {"type": "ContainersReady", "status": st},
+                       {"type": "Initialized", "status": "True"}, {"type": "PodScheduled", "status": "True"}]}})
+    .to_string()
+}
+
+#[test]
+fn services_route_and_resolve_in_a_namespace_lab() {
+    let control = built("keel-control", "cargo build -p keel-control");
+    let services = built(
+        "examples/node_services",
+        "cargo build -p keel-agent --example node_services",
+    );
+    let mut lab = Lab::new();
+    let node = lab.ns("node");
+    let (ext, pc) = (lab.ns("ext"), lab.ns("pc"));
+
+    // The control plane inside the node namespace.
+    let data = lab.dir.path().join("control");
+    let out = run(in_ns(&node, &control)
+        .args(["init", "--data-dir"])
+        .arg(&data)
+        .args([
+            "--advertise-address",
+            NODE_IP,
+            "--listen",
+            &format!("{NODE_IP}:6443"),
+        ]));
+    assert!(
+        out.status.success(),
+        "keel-control init: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut serve = in_ns(&node, &control);
+    serve.args(["serve", "--data-dir"]).arg(&data);
+    lab.spawn(serve, "control.log");
+    let kubeconfig = data.join("admin.kubeconfig");
+    let k = Kubectl::in_netns("1.33", &kubeconfig, &node);
+    poll("the API server in the node namespace", WAIT, || {
+        k.run(&["get", "--raw", "/readyz"]).ok.then_some(())
+    });
+
+    // The node's services loop.
+    let resolv = lab.dir.path().join("resolv.conf");
+    std::fs::write(&resolv, format!("nameserver {EXT_IP}\n")).expect("resolv.conf");
+    let mut svc_cmd = in_ns(&node, &services);
+    svc_cmd
+        .args(["--kubeconfig"])
+        .arg(&kubeconfig)
+        .args([
+            "--node-name",
+            "node-a",
+            "--node-ip",
+            NODE_IP,
+            "--cluster-cidr",
+            "10.244.0.0/16",
+        ])
+        .arg("--resolv-conf")
+        .arg(&resolv)
+        .env("RUST_LOG", "info,keel_agent=debug");
+    let loop_idx = lab.spawn(svc_cmd, "services.log");
+
+    // Two web pods (pa, pb) behind a NodePort service with a named targetPort, marked
+    // Running/Ready by "the agent"; the endpoints controller builds the slice.
+    let apply = |name: &str, obj: serde_json::Value| {
+        let f = lab.dir.path().join(format!("{name}.json"));
+        std::fs::write(&f, obj.to_string()).expect("manifest");
+        k.ok(&["apply", "-f", &f.display().to_string()]);
+    };
+    apply(
+        "svc-web",
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+        "spec": {"type": "NodePort", "selector": {"app": "web"},
+                 "ports": [{"name": "http", "port": 80, "targetPort": "http", "nodePort": 30080}]}}),
+    );
+    apply(
+        "svc-empty",
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "empty"},
+        "spec": {"selector": {"app": "nothing"}, "ports": [{"port": 80}]}}),
+    );
+    for (name, ip) in [("web-a", "10.244.0.2"), ("web-b", "10.244.0.3")] {
+        apply(name, pod_json(name));
+        k.ok(&[
+            "patch",
+            "pod",
+            name,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &status_patch(ip, true),
+        ]);
+    }
+    let web_ip = k
+        .ok(&["get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"])
+        .trim()
+        .to_string();
+    let empty_ip = k
+        .ok(&["get", "svc", "empty", "-o", "jsonpath={.spec.clusterIP}"])
+        .trim()
+        .to_string();
+    let web_url = format!("http://{web_ip}/");
+    let both = BTreeSet::from(["pa".to_string(), "pb".to_string()]);
+
+    // ClusterIP from the node reaches both pods.
+    let started = Instant::now();
+    poll(
+        "web's ClusterIP from the node to reach both pods",
+        WAIT,
+        || (spread(&node, &web_url, 20) == both).then_some(()),
+    );
+    let first_route = started.elapsed();
+    // ... and from a pod on the same bridge.
+    let from_pod = spread(&pc, &web_url, 20);
+    assert_eq!(
+        from_pod,
+        both,
+        "ClusterIP from pod pc:\n{}",
+        lab.log("services.log")
+    );
+    // NodePort from another host, on the node's address.
+    let np = spread(&ext, &format!("http://{NODE_IP}:30080/"), 20);
+    assert_eq!(np, both, "NodePort from ext");
+    // No endpoints: refused at once (REJECT), not a timeout.
+    let t = Instant::now();
+    let err = get(&pc, &format!("http://{empty_ip}/")).expect_err("no endpoints must fail");
+    assert!(
+        err.contains("exit status: 7"),
+        "expected connection refused, got {err}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "REJECT, not DROP: refused after {:?}",
+        t.elapsed()
+    );
+
+    // A readiness flip takes pb out of the rotation.
+    k.ok(&[
+        "patch",
+        "pod",
+        "web-b",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &status_patch("10.244.0.3", false),
+    ]);
+    poll("only pa behind web", WAIT, || {
+        (spread(&pc, &web_url, 10) == BTreeSet::from(["pa".to_string()])).then_some(())
+    });
+    let eps = k.ok(&["get", "endpoints", "web", "--no-headers"]);
+    assert!(
+        eps.contains("10.244.0.2:8080") && !eps.contains("10.244.0.3"),
+        "{eps}"
+    );
+
+    // DNS from inside a pod namespace, on the node-local cluster DNS address.
+    let (status, a) = dig(&pc, "web.default.svc.cluster.local", "A");
+    assert_eq!((status.as_str(), a), ("NOERROR", vec![web_ip.clone()]));
+    let (_, k8s) = dig(&pc, "kubernetes.default.svc.cluster.local", "A");
+    assert_eq!(k8s, vec!["10.96.0.1".to_string()]);
+    let (_, dns) = dig(&pc, "kube-dns.kube-system.svc.cluster.local", "A");
+    assert_eq!(dns, vec!["10.96.0.10".to_string()]);
+    let (status, _) = dig(&pc, "nothing.default.svc.cluster.local", "A");
+    assert_eq!(status, "NXDOMAIN");
+    let (_, srv) = dig(&pc, "_http._tcp.web.default.svc.cluster.local", "SRV");
+    assert_eq!(
+        srv,
+        vec!["0 100 80 web.default.svc.cluster.local.".to_string()]
+    );
+    // The kubernetes Service from a pod reaches the API server (any HTTP status will do).
+    let code = run(in_ns(&pc, "curl").args([
+        "-sk",
+        "-m",
+        "3",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "https://10.96.0.1/readyz",
+    ]));
+    let code = String::from_utf8_lossy(&code.stdout).to_string();
+    assert!(
+        code.starts_with('2') || code.starts_with('4'),
+        "API via 10.96.0.1 from a pod: {code:?}"
+    );
+
+    // The service goes: its rules and its name go.
+    k.ok(&["delete", "service", "web"]);
+    poll("web's rules removed", WAIT, || {
+        let t = nft_table(&node);
+        (!t.contains(&web_ip) && !t.contains("30080")).then_some(())
+    });
+    assert!(get(&pc, &web_url).is_err());
+    poll("web gone from DNS", WAIT, || {
+        (dig(&pc, "web.default.svc.cluster.local", "A").0 == "NXDOMAIN").then_some(())
+    });
+    assert!(lo_addrs(&node).contains("10.96.0.10/32"));
+
+    // Stop the loop; cleanup removes the table and the DNS address.
+    let child = &mut lab.children[loop_idx];
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().ok().flatten().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "services loop did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = run(in_ns(&node, &services).arg("--cleanup"));
+    assert!(
+        out.status.success(),
+        "cleanup: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!nft_table(&node).contains("table ip keel"));
+    assert!(!lo_addrs(&node).contains("10.96.0.10"));
+    eprintln!("first route after {first_route:?}");
+}
