@@ -44,7 +44,14 @@ impl Exec for ShimExec {
     }
 }
 
-fn target(ctx: &Arc<Ctx>, pod: &Pod, spec: &Container, id: &str, ip: Option<&str>) -> Target {
+fn target(
+    ctx: &Arc<Ctx>,
+    pod: &Pod,
+    spec: &Container,
+    id: &str,
+    ip: Option<&str>,
+    started_ms: i64,
+) -> Target {
     Target {
         pod: pod_label(pod),
         container: spec.name.clone(),
@@ -54,7 +61,7 @@ fn target(ctx: &Arc<Ctx>, pod: &Pod, spec: &Container, id: &str, ip: Option<&str
             ctx: ctx.clone(),
             id: id.to_string(),
         }),
-        started_at: SystemTime::now(),
+        started_at: SystemTime::UNIX_EPOCH + Duration::from_millis(started_ms.max(0) as u64),
     }
 }
 
@@ -64,6 +71,7 @@ pub fn spawn(
     pod: Arc<Pod>,
     spec: &Container,
     id: String,
+    started_ms: i64,
     ip: Option<String>,
     tx: mpsc::Sender<Msg>,
 ) -> Option<tokio::task::AbortHandle> {
@@ -73,7 +81,7 @@ pub fn spawn(
     {
         return None;
     }
-    let t = target(&ctx, &pod, spec, &id, ip.as_deref());
+    let t = target(&ctx, &pod, spec, &id, ip.as_deref(), started_ms);
     let (etx, mut erx) = mpsc::channel(16);
     let probes = keel_probe::ContainerProbes::spawn(spec, t, etx);
     let task = tokio::spawn(async move {
@@ -115,7 +123,7 @@ pub async fn run_handler(
     handler: &LifecycleHandler,
     reason: &str,
 ) -> bool {
-    let t = target(ctx, pod, spec, id, ip);
+    let t = target(ctx, pod, spec, id, ip, super::now_ms());
     match keel_probe::run_handler(handler, &t).await {
         Ok(()) => true,
         Err(e) => {

@@ -415,9 +415,15 @@ impl Worker {
             old.abort();
         }
         let pod = self.pod.clone();
-        if let Some(h) =
-            super::probes::spawn(self.ctx.clone(), pod, &spec, inst.id, ip, self.tx.clone())
-        {
+        if let Some(h) = super::probes::spawn(
+            self.ctx.clone(),
+            pod,
+            &spec,
+            inst.id,
+            inst.started_at,
+            ip,
+            self.tx.clone(),
+        ) {
             self.probes.insert(name.to_string(), h);
         }
     }
@@ -436,6 +442,10 @@ impl Worker {
         };
         if inst.exit.is_some() || !self.stopping.insert(inst.id.clone()) {
             return;
+        }
+        // A stopping container is not probed any more (no liveness restart mid-termination).
+        if let Some(p) = self.probes.remove(name) {
+            p.abort();
         }
         let spec = container::find(&self.pod, name);
         let message = why.unwrap_or_else(|| format!("Stopping container {name}"));
