@@ -30,7 +30,7 @@ impl Default for DnsSettings {
     }
 }
 
-/// Paths of the files [`write`] produced, to bind-mount into containers.
+/// Paths of the files [`write()`] produced, to bind-mount into containers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EtcFiles {
     pub hosts: PathBuf,

@@ -140,7 +140,7 @@ fn fetch_err(kind: &'static str, ns: &str, name: &str, e: kube::Error) -> Config
 /// One registry credential from a pull secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistryAuth {
-    /// Registry host[:port] as written in the secret, without scheme or path
+    /// Registry `host[:port]` as written in the secret, without scheme or path
     /// (`https://index.docker.io/v1/` becomes `index.docker.io`).
     pub registry: String,
     pub username: String,

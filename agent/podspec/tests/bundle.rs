@@ -317,6 +317,24 @@ fn a_pod_container_runs_with_its_spec() {
             .trim(),
         mem_want
     );
+    let (cpu_file, cpu_want) = match &layout {
+        Layout::V1(m) => (
+            m["cpu"]
+                .join(pod_cg.trim_start_matches('/'))
+                .join("cpu.cfs_quota_us"),
+            "50000",
+        ),
+        Layout::V2(r) => (
+            r.join(pod_cg.trim_start_matches('/')).join("cpu.max"),
+            "50000 100000",
+        ),
+    };
+    assert_eq!(
+        std::fs::read_to_string(&cpu_file)
+            .expect("pod cpu quota")
+            .trim(),
+        cpu_want
+    );
     let _ = g.shim(&["delete", "--force", "kps-main"]);
 
     // Going over the memory limit gets the container OOM-killed (128 + SIGKILL).
