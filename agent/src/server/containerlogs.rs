@@ -40,6 +40,9 @@ pub enum LogsError {
     /// 400: the container has no instance on disk.
     #[error("container \"{container}\" in pod \"{pod}\" is not available")]
     NotAvailable { container: String, pod: String },
+    /// 400: the instance is recorded but its runtime container does not exist yet.
+    #[error("container \"{container}\" in pod \"{pod}\" is waiting to start: ContainerCreating")]
+    WaitingToStart { container: String, pod: String },
     /// 400: `previous` without an earlier instance.
     #[error("previous terminated container \"{container}\" in pod \"{pod}\" not found")]
     NoPrevious { container: String, pod: String },
@@ -134,6 +137,13 @@ pub fn find(
             pod: pod.into(),
         })?;
     if let Some(c) = record.container(container, previous) {
+        // The executor records an instance before the shim creates it (and its log file).
+        if !previous && !c.log_path.exists() && !c.state_dir.is_dir() {
+            return Err(LogsError::WaitingToStart {
+                container: container.into(),
+                pod: pod.into(),
+            });
+        }
         return Ok(c.clone());
     }
     if previous && record.container(container, false).is_some() {
@@ -458,6 +468,15 @@ mod tests {
                 .expect_err("no db")
                 .to_string(),
             "container \"db\" in pod \"web\" is not available"
+        );
+        let mut starting = instance(t.path(), "side", 0);
+        starting.state_dir = t.path().join("not-created-yet");
+        write_record(&pods, "u3", "default", "side", vec![starting]);
+        assert_eq!(
+            find(&pods, "default", "side", "side", false)
+                .expect_err("not started")
+                .to_string(),
+            "container \"side\" in pod \"side\" is waiting to start: ContainerCreating"
         );
         let missing = find(&pods, "other", "web", "web", false).expect_err("other ns");
         assert_eq!(missing.status(), 404);
