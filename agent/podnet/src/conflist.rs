@@ -30,8 +30,14 @@ pub struct Loaded {
     pub json: Value,
 }
 
-/// The default list for a node whose podCIDR is `pod_cidr`.
-pub fn render_default(pod_cidr: &IpNet, bridge: &str, mtu: Option<u32>, ipam_dir: &Path) -> Value {
+/// The default list for a node whose podCIDRs are `pod_cidrs` (one IPAM range set each, so a
+/// dual-stack node gives every pod one address per family).
+pub fn render_default(
+    pod_cidrs: &[IpNet],
+    bridge: &str,
+    mtu: Option<u32>,
+    ipam_dir: &Path,
+) -> Value {
     let mut br = json!({
         "type": "keel-bridge",
         "bridge": bridge,
@@ -41,7 +47,10 @@ pub fn render_default(pod_cidr: &IpNet, bridge: &str, mtu: Option<u32>, ipam_dir
         "hairpinMode": true,
         "ipam": {
             "type": "keel-host-local",
-            "ranges": [[{"subnet": pod_cidr.truncated().to_string()}]],
+            "ranges": pod_cidrs
+                .iter()
+                .map(|c| json!([{"subnet": c.truncated().to_string()}]))
+                .collect::<Vec<_>>(),
             "dataDir": ipam_dir.to_string_lossy(),
         },
     });
@@ -135,24 +144,31 @@ pub fn select(
             ),
         });
     };
-    let net: IpNet = cidr.parse().map_err(|_| NetError::Setting {
-        field: "pod_cidr",
-        reason: format!("{cidr:?} is not a CIDR like 10.244.1.0/24"),
-    })?;
+    let nets: Vec<IpNet> = cidr
+        .split(',')
+        .map(|c| {
+            c.trim().parse().map_err(|_| NetError::Setting {
+                field: "pod_cidr",
+                reason: format!(
+                    "{cidr:?} is not a CIDR like 10.244.1.0/24 (or a comma-separated IPv4,IPv6 pair)"
+                ),
+            })
+        })
+        .collect::<Result<_, _>>()?;
     if bridge.is_empty() || bridge.len() > 15 || bridge.contains(['/', ' ']) {
         return Err(NetError::Setting {
             field: "bridge",
             reason: format!("{bridge:?} is not an interface name (1 to 15 characters)"),
         });
     }
-    let want = render_default(&net, bridge, mtu, ipam_dir);
+    let want = render_default(&nets, bridge, mtu, ipam_dir);
     let text = serde_json::to_string_pretty(&want).unwrap_or_default() + "\n";
     let current = std::fs::read(&ours).ok();
     if current.as_deref() != Some(text.as_bytes()) {
         std::fs::create_dir_all(conf_dir)
             .map_err(|e| NetError::state("create CNI configuration folder", conf_dir, e))?;
         crate::cache::write_atomic(&ours, text.as_bytes())?;
-        tracing::info!(path = %ours.display(), pod_cidr = %net, "wrote the default CNI configuration");
+        tracing::info!(path = %ours.display(), pod_cidr = %cidr, "wrote the default CNI configuration");
     }
     from_bytes(&ours, text.as_bytes())
 }
@@ -188,6 +204,18 @@ mod tests {
         std::fs::write(conf.join("05-op.conflist"), op).expect("write");
         let l4 = select(&conf, Some("10.244.1.0/24"), "keel0", None, &ipam).expect("operator");
         assert_eq!(l4.list.name, "op");
+        // Dual stack: one range set per family.
+        let d2 = tempfile::tempdir().expect("tempdir");
+        let l5 = select(
+            d2.path(),
+            Some("10.244.1.0/24,fd00:1::/64"),
+            "keel0",
+            None,
+            &ipam,
+        )
+        .expect("dual");
+        let ranges = &l5.json["plugins"][0]["ipam"]["ranges"];
+        assert_eq!(ranges[1][0]["subnet"], "fd00:1::/64", "{ranges}");
         assert_eq!(
             std::fs::read(conf.join("05-op.conflist")).expect("read"),
             op

@@ -70,10 +70,11 @@ pub struct NetworkConfig {
     pub state_dir: PathBuf,
     /// Network namespace files, `<netns_dir>/<uid>` (default [`DEFAULT_NETNS_DIR`]).
     pub netns_dir: PathBuf,
-    /// The node's `spec.podCIDR`; needed only when the default conflist must be written.
+    /// The node's `spec.podCIDR` (or `spec.podCIDRs` joined with ','); needed only when the
+    /// default conflist must be written.
     pub pod_cidr: Option<String>,
-    /// The cluster's pod CIDR (all nodes' podCIDRs lie inside it); informational here, used by
-    /// `routes::run` for the masquerade rule.
+    /// The cluster's pod CIDR (all nodes' podCIDRs lie inside it). Not used by `Network`
+    /// (kept for the caller's convenience); `routes::run` takes it for the masquerade rule.
     pub cluster_cidr: Option<String>,
     /// Bridge of the default conflist (default [`DEFAULT_BRIDGE`]).
     pub bridge: String,
@@ -106,7 +107,8 @@ pub struct PodRef {
 }
 
 /// A pod's network attachment, as `setup` returns it (also after an agent restart).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PodNetwork {
     /// The namespace file to give containers (`/run/keel/netns/<uid>`).
     pub netns: PathBuf,

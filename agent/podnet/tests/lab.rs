@@ -216,3 +216,26 @@ fn recovers_from_a_crash_or_reboot_between_steps() {
     });
     assert!(!record.exists());
 }
+
+#[test]
+fn dual_stack_pod_gets_one_address_per_family() {
+    let lab = Lab::new("dual", 1);
+    let n = &lab.nodes[0];
+    n.write_config(serde_json::json!({"podCidr": "10.244.1.0/24,fd00:244:1::/64"}));
+    let p = n.setup("uid-d1", "d1");
+    let ips: Vec<&str> = p["ips"]
+        .as_array()
+        .expect("ips")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(ips.len(), 2, "{p}");
+    assert!(ips[0].starts_with("10.244.1."), "{p}");
+    assert!(ips[1].starts_with("fd00:244:1::"), "{p}");
+    let l = Listener::start(&netns_of(&p), &format!("[{}]:8080", ips[1]));
+    connect(&n.ns.path(), &format!("[{}]:8080", ips[1])).expect("node -> pod over IPv6");
+    assert_eq!(l.peer(), "fd00:244:1::1");
+    n.teardown("uid-d1");
+    assert!(n.attached().is_empty());
+    assert!(n.reserved_ips().is_empty(), "{:?}", n.reserved_ips());
+}
