@@ -5,7 +5,9 @@
 //! last service. Runs everything inside a network namespace `kprx-bench-<pid>` that it
 //! deletes at the end.
 //!
-//! `cargo run --release -p keel-proxy --example bench -- [--sizes 100,1000,10000] [--reps 5]`
+//! `cargo run --release -p keel-proxy --example bench -- [--sizes 100,1000,10000] [--reps 5]
+//! [--local]` (`--local`: every endpoint's nodeName is this node, so the proxy also fills its
+//! local-endpoints set; by default no endpoint is local).
 
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
 use std::process::Command;
@@ -61,7 +63,7 @@ fn service(i: usize, nodeport: Option<i32>, affinity: bool) -> Service {
     }
 }
 
-fn slice(i: usize, eps: &[Ipv4Addr]) -> EndpointSlice {
+fn slice(i: usize, eps: &[Ipv4Addr], local: bool) -> EndpointSlice {
     EndpointSlice {
         metadata: ObjectMeta {
             namespace: Some(format!("ns{}", i % 50)),
@@ -74,6 +76,7 @@ fn slice(i: usize, eps: &[Ipv4Addr]) -> EndpointSlice {
             .iter()
             .map(|a| Endpoint {
                 addresses: vec![a.to_string()],
+                node_name: local.then(|| "bench".to_string()),
                 ..Default::default()
             })
             .collect(),
@@ -107,7 +110,7 @@ fn connect_us(dst: Ipv4Addr, port: u16, n: usize) -> anyhow::Result<(f64, f64)> 
     Ok((t[n / 2], t[n * 9 / 10]))
 }
 
-fn inner(sizes: &[usize], reps: usize) -> anyhow::Result<()> {
+fn inner(sizes: &[usize], reps: usize, local: bool) -> anyhow::Result<()> {
     // Never change the host's namespace: --inner only runs inside the netns made below.
     let out = Command::new("ip")
         .args(["netns", "identify", &std::process::id().to_string()])
@@ -160,12 +163,13 @@ fn inner(sizes: &[usize], reps: usize) -> anyhow::Result<()> {
             };
             let np = (i % 10 == 5 && !probe).then(|| 30000 + ((i / 10) % 2768) as i32);
             p.upsert_service(service(i, np, i % 20 == 7 && !probe));
-            p.upsert_slice(slice(i, &eps));
+            p.upsert_slice(slice(i, &eps, local));
             all_eps.push(eps);
         }
         let start = Instant::now();
         let r = p.sync_full()?;
         let full = start.elapsed().as_secs_f64();
+        let full_nft = p.runner_mut().last_nft;
         let start = Instant::now();
         p.sync_full()?;
         let resync = start.elapsed().as_secs_f64();
@@ -177,7 +181,7 @@ fn inner(sizes: &[usize], reps: usize) -> anyhow::Result<()> {
         for rep in 0..reps {
             let i = (rep * 7919 + 13) % (n - 1).max(1);
             all_eps[i][0] = ip(Ipv4Addr::new(10, 250, 0, 0), rep as u32 + 1);
-            p.upsert_slice(slice(i, &all_eps[i]));
+            p.upsert_slice(slice(i, &all_eps[i], local));
             let start = Instant::now();
             let r = p.sync()?;
             inc.push(start.elapsed().as_secs_f64());
@@ -185,7 +189,8 @@ fn inner(sizes: &[usize], reps: usize) -> anyhow::Result<()> {
             inc_bytes = r.script_bytes;
         }
         println!(
-            "| keel nft maps | {n} | {:.2} | {full:.3} | {resync:.3} | {:.1} ({inc_bytes} B; nft {:.1}) | {c50:.0}/{c90:.0} |",
+            "| keel nft maps{} | {n} | {:.2} | {full:.3} (nft {full_nft:.3}) | {resync:.3} | {:.1} ({inc_bytes} B; nft {:.1}) | {c50:.0}/{c90:.0} |",
+            if local { ", all endpoints local" } else { "" },
             r.script_bytes as f64 / 1e6,
             median(inc) * 1e3,
             median(inc_nft) * 1e3
@@ -238,7 +243,7 @@ fn main() -> anyhow::Result<()> {
         .collect::<anyhow::Result<_>>()?;
     let reps: usize = get("--reps", "5").parse().context("--reps: a number")?;
     if args.iter().any(|a| a == "--inner") {
-        return inner(&sizes, reps);
+        return inner(&sizes, reps, args.iter().any(|a| a == "--local"));
     }
     let ns = Netns(format!("kprx-bench-{}", std::process::id()));
     if !Command::new("ip")
@@ -257,6 +262,11 @@ fn main() -> anyhow::Result<()> {
         .args(["netns", "exec", &ns.0])
         .arg(exe)
         .args([
+            if args.iter().any(|a| a == "--local") {
+                "--local"
+            } else {
+                "--inner"
+            },
             "--inner",
             "--sizes",
             &get("--sizes", "100,1000,10000"),

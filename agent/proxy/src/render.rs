@@ -40,7 +40,6 @@ fn static_part(out: &mut String) {
         format!(
             "add map {t} nodeport-backends {{ typeof meta l4proto . th dport . numgen random mod 2 : ip daddr . th dport ; }}"
         ),
-        format!("add set {t} hairpin {{ type ipv4_addr . ipv4_addr ; }}"),
         format!("add set {t} local-endpoints {{ type ipv4_addr ; }}"),
         format!("add chain {t} {LOCAL_MASQ}"),
         format!("add set {t} node-ips {{ type ipv4_addr ; }}"),
@@ -60,11 +59,7 @@ fn static_part(out: &mut String) {
         format!(
             "add rule {t} services ip daddr @node-ips meta l4proto . th dport vmap @service-nodeports"
         ),
-        // Hairpin: a pod that reached itself through a service must be SNATed, or its
-        // reply would skip the reverse DNAT (kube-proxy's `-s <ep> -j KUBE-MARK-MASQ`).
-        format!(
-            "add rule {t} masquerading ct status dnat ip saddr . ip daddr @hairpin meta mark set meta mark | {m:#x}"
-        ),
+        // Pod -> service -> endpoint on this node, hairpin included (ruleset.rs).
         format!("add rule {t} masquerading jump {LOCAL_MASQ}"),
         format!("add rule {t} masquerading meta mark & {m:#x} == 0 return"),
         format!(

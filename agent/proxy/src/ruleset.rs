@@ -22,12 +22,11 @@ pub const MASQ_MARK: u32 = 0x4000;
 
 /// Sets and maps whose elements the generator fills. The declarations are in
 /// `render::STATIC`.
-pub const SETS: [&str; 11] = [
+pub const SETS: [&str; 10] = [
     "service-ips",
     "service-nodeports",
     "backends",
     "nodeport-backends",
-    "hairpin",
     "local-endpoints",
     "node-ips",
     "no-endpoints",
@@ -146,13 +145,17 @@ impl<'a> Builder<'a> {
         }
         // A pod reaching an endpoint on this node through a service: without br_netfilter
         // the endpoint's reply would cross the bridge straight back to the pod and skip
-        // the reverse DNAT, so such traffic is masqueraded (the node answers for it).
-        let rules = match self.node.cluster_cidr {
-            Some(cidr) => vec![format!(
-                "ct status dnat ip saddr {cidr} ip daddr @local-endpoints meta mark set meta mark | {MASQ_MARK:#x}"
-            )],
-            None => Vec::new(),
+        // the reverse DNAT, so such traffic is masqueraded (the node answers for it). This
+        // includes hairpin (a pod reaching itself: kube-proxy's per-endpoint
+        // `-s <ep> -j KUBE-MARK-MASQ`), without a per-endpoint element. Without a cluster
+        // CIDR the sources are approximated by the local endpoints themselves.
+        let src = match self.node.cluster_cidr {
+            Some(cidr) => cidr.to_string(),
+            None => "@local-endpoints".to_string(),
         };
+        let rules = vec![format!(
+            "ct status dnat ip saddr {src} ip daddr @local-endpoints meta mark set meta mark | {MASQ_MARK:#x}"
+        )];
         self.rs.chains.insert(LOCAL_MASQ.to_string(), rules);
         for n in 1..=PRECREATED {
             self.cluster_chain(n);
@@ -304,15 +307,6 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn hairpin(&mut self, eps: &[Endpoint]) {
-        for e in eps {
-            let k = format!("{} . {}", e.ip, e.ip);
-            if let Some(m) = self.rs.elements.get_mut("hairpin") {
-                m.insert(k, String::new());
-            }
-        }
-    }
-
     fn udp(&mut self, sp: &ServicePort, key: UdpKey, eps: &[Endpoint]) {
         if sp.protocol == crate::model::Protocol::Udp {
             self.udp.entry(key).or_default().extend(eps.iter().copied());
@@ -347,13 +341,12 @@ impl<'a> Builder<'a> {
                 }
                 None => self.cluster_chain(eps.len()),
             };
-            if self.element("service-ips", key.clone(), format!("goto {target}"), &id) {
-                if sp.affinity.is_none() {
-                    for (i, e) in eps.iter().enumerate() {
-                        self.element("backends", format!("{key} . {i}"), ep_value(e), &id);
-                    }
+            if self.element("service-ips", key.clone(), format!("goto {target}"), &id)
+                && sp.affinity.is_none()
+            {
+                for (i, e) in eps.iter().enumerate() {
+                    self.element("backends", format!("{key} . {i}"), ep_value(e), &id);
                 }
-                self.hairpin(eps);
             }
         }
         // External IPs and NodePorts.
@@ -379,13 +372,12 @@ impl<'a> Builder<'a> {
                 Some(t) => self.affinity_ext(&id, proto, eps, t, sp.external_local),
                 None => self.ext_chain(eps.len(), sp.external_local),
             };
-            if self.element("service-ips", key.clone(), format!("goto {target}"), &id) {
-                if sp.affinity.is_none() {
-                    for (i, e) in eps.iter().enumerate() {
-                        self.element("backends", format!("{key} . {i}"), ep_value(e), &id);
-                    }
+            if self.element("service-ips", key.clone(), format!("goto {target}"), &id)
+                && sp.affinity.is_none()
+            {
+                for (i, e) in eps.iter().enumerate() {
+                    self.element("backends", format!("{key} . {i}"), ep_value(e), &id);
                 }
-                self.hairpin(eps);
             }
         }
         if let Some(np) = sp.node_port {
@@ -409,18 +401,16 @@ impl<'a> Builder<'a> {
                 key.clone(),
                 format!("goto {target}"),
                 &id,
-            ) {
-                if sp.affinity.is_none() {
-                    for (i, e) in eps.iter().enumerate() {
-                        self.element(
-                            "nodeport-backends",
-                            format!("{key} . {i}"),
-                            ep_value(e),
-                            &id,
-                        );
-                    }
+            ) && sp.affinity.is_none()
+            {
+                for (i, e) in eps.iter().enumerate() {
+                    self.element(
+                        "nodeport-backends",
+                        format!("{key} . {i}"),
+                        ep_value(e),
+                        &id,
+                    );
                 }
-                self.hairpin(eps);
             }
         }
     }
@@ -508,12 +498,26 @@ mod tests {
             rs.elements["backends"]["10.96.0.10 . tcp . 80 . 1"],
             "10.244.0.3 . 8080"
         );
-        assert!(rs.elements["hairpin"].contains_key("10.244.0.2 . 10.244.0.2"));
         assert_eq!(
             rs.chains["cluster-2"][0],
             "ip saddr != 10.244.0.0/16 meta mark set meta mark | 0x4000"
         );
         assert!(rs.chains["lb-2"][0].contains("numgen random mod 2 map @backends"));
+    }
+
+    #[test]
+    fn local_endpoints_are_masqueraded_for_pods() {
+        let mut p = port("default/web:http", [10, 96, 0, 10], vec![ep(2), ep(3)]);
+        p.local_endpoints = vec![ep(3)];
+        let g = generate(&[p], &node());
+        let local: Vec<&String> = g.ruleset.elements["local-endpoints"].keys().collect();
+        assert_eq!(local, ["10.244.0.3"]);
+        assert_eq!(
+            g.ruleset.chains[LOCAL_MASQ],
+            [
+                "ct status dnat ip saddr 10.244.0.0/16 ip daddr @local-endpoints meta mark set meta mark | 0x4000"
+            ]
+        );
     }
 
     #[test]
