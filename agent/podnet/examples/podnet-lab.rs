@@ -5,6 +5,7 @@
 //! ```text
 //! podnet-lab setup <config.json> <uid> <namespace> <name>   prints the PodNetwork as JSON
 //! podnet-lab teardown <config.json> <uid>
+//! podnet-lab parallel <config.json> <setup|teardown> <uid>...   all at once; JSON array
 //! podnet-lab attached <config.json>                        one uid per line
 //! podnet-lab routes <self> <nodes.json> <cluster-cidr>     desired + apply + masquerade
 //! podnet-lab watch <kubeconfig> <node> <cluster-cidr>      routes::run until stdin closes
@@ -86,6 +87,26 @@ async fn main() -> Result<()> {
             );
         }
         ["teardown", cfg, uid] => Network::new(config(cfg)?)?.teardown(uid).await?,
+        ["parallel", cfg, op, uids @ ..] => {
+            let net = Network::new(config(cfg)?)?;
+            let runs = uids.iter().map(|uid| {
+                let net = &net;
+                async move {
+                    let pod = PodRef {
+                        uid: uid.to_string(),
+                        namespace: "default".into(),
+                        name: uid.to_string(),
+                    };
+                    if *op == "setup" {
+                        net.setup(&pod).await.map(|p| json!(p))
+                    } else {
+                        net.teardown(uid).await.map(|()| Value::Null)
+                    }
+                }
+            });
+            let out = futures::future::try_join_all(runs).await?;
+            println!("{}", Value::Array(out));
+        }
         ["attached", cfg] => {
             for u in Network::new(config(cfg)?)?.attached() {
                 println!("{u}");

@@ -19,8 +19,9 @@
 //! A pod event for a failed `setup` reads like kubelet's:
 //! `format!("failed to set up sandbox network: {err}")`, e.g. `failed to set up sandbox network:
 //! plugin keel-bridge: no free address left in range set 0 (CNI code 100 on ADD)`.
-//! `setup` and `teardown` for one uid must not run concurrently (the executor syncs one pod at a
-//! time); different pods may run in parallel (the plugins lock their shared state).
+//! `setup` and `teardown` of one uid are serialised inside a `Network` (a lock per uid; two
+//! processes sharing one state folder are not guarded); different pods run in parallel (the
+//! plugins lock their shared state).
 //!
 //! # Modules
 //! - `network`: `Network` (setup, teardown, attached) on top of the modules below.

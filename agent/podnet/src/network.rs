@@ -3,9 +3,10 @@
 //! configuration and result + namespace file gone + record gone. Both are idempotent and safe
 //! to repeat after a crash at any step (see the table in docs/architecture/podnet.md).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use keel_cni::spec::{CniResult, NetConfList};
 use serde_json::{Map, Value};
@@ -18,11 +19,14 @@ use crate::{NetError, NetworkConfig, PodNetwork, PodRef, netns};
 /// `CNI_IFNAME` of every pod.
 pub const IFNAME: &str = "eth0";
 
-/// The agent's pod networking; cheap to share behind an `Arc`.
+/// The agent's pod networking; share it behind an `Arc`.
 #[derive(Debug)]
 pub struct Network {
     cfg: NetworkConfig,
     conf: Loaded,
+    /// One lock per uid: `setup` and `teardown` of the same pod never overlap (the spec
+    /// forbids parallel operations on one container); different pods run in parallel.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Network {
@@ -58,7 +62,18 @@ impl Network {
             &cfg.state_dir.join("networks"),
         )?;
         tracing::info!(conflist = %conf.path.display(), network = %conf.list.name, "pod network configured");
-        Ok(Network { cfg, conf })
+        Ok(Network {
+            cfg,
+            conf,
+            locks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn lock(&self, uid: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut m = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        // Drop entries nobody holds any more, so the map does not grow with every pod.
+        m.retain(|_, l| Arc::strong_count(l) > 1);
+        m.entry(uid.to_string()).or_default().clone()
     }
 
     /// The `.conflist` in use.
@@ -74,6 +89,12 @@ impl Network {
     /// Creates the pod's namespace and attaches it, or returns the existing attachment.
     pub async fn setup(&self, pod: &PodRef) -> Result<PodNetwork, NetError> {
         check_uid(&pod.uid)?;
+        let lock = self.lock(&pod.uid);
+        let _held = lock.lock().await;
+        self.setup_locked(pod).await
+    }
+
+    async fn setup_locked(&self, pod: &PodRef) -> Result<PodNetwork, NetError> {
         let ns_path = self.netns_path(&pod.uid);
         if let Some(a) = cache::load(&self.cfg.state_dir, &pod.uid)? {
             if netns::is_live(&a.netns) {
@@ -82,12 +103,12 @@ impl Network {
             // The record outlived its namespace (a reboot emptied the tmpfs): release what
             // the record holds, then attach again.
             tracing::info!(uid = %pod.uid, "namespace of a cached attachment is gone; attaching again");
-            self.teardown(&pod.uid).await?;
+            self.teardown_locked(&pod.uid).await?;
         } else if ns_path.exists() {
             // A namespace without a record: an earlier setup stopped between creating it and
             // writing the record (the ADD may have half run). DEL releases whatever it did.
             tracing::info!(uid = %pod.uid, "namespace without attachment record; cleaning it first");
-            self.teardown(&pod.uid).await?;
+            self.teardown_locked(&pod.uid).await?;
         }
         netns::create(ns_path.clone()).await?;
         let args = exec::k8s_args(&pod.namespace, &pod.name, &pod.uid, &pod.uid);
@@ -132,6 +153,12 @@ impl Network {
     /// returned.
     pub async fn teardown(&self, uid: &str) -> Result<(), NetError> {
         check_uid(uid)?;
+        let lock = self.lock(uid);
+        let _held = lock.lock().await;
+        self.teardown_locked(uid).await
+    }
+
+    async fn teardown_locked(&self, uid: &str) -> Result<(), NetError> {
         let ns_path = self.netns_path(uid);
         let record = cache::load(&self.cfg.state_dir, uid)?;
         let (list, prev, ns_file) = match &record {

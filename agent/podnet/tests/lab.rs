@@ -239,3 +239,34 @@ fn dual_stack_pod_gets_one_address_per_family() {
     assert!(n.attached().is_empty());
     assert!(n.reserved_ips().is_empty(), "{:?}", n.reserved_ips());
 }
+
+#[test]
+fn parallel_setups_and_teardowns_including_the_same_uid_twice() {
+    let lab = Lab::new("par", 1);
+    let n = &lab.nodes[0];
+    let cfg = n.config.to_string_lossy().into_owned();
+    let uids = ["p1", "p2", "p3", "p4", "p5", "p6", "p1", "p2"];
+    let mut args = vec!["parallel", cfg.as_str(), "setup"];
+    args.extend(uids);
+    let out: Value = serde_json::from_str(n.lab_ok(&args).trim()).expect("JSON");
+    let results = out.as_array().expect("array");
+    assert_eq!(results.len(), 8);
+    assert_eq!(results[0], results[6], "same uid, same attachment");
+    assert_eq!(results[1], results[7]);
+    let mut ips: Vec<&str> = results[..6]
+        .iter()
+        .filter_map(|p| p["ips"][0].as_str())
+        .collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 6, "{out}");
+    assert_eq!(n.reserved_ips().len(), 6);
+    assert_eq!(n.veths(), 7);
+    args[2] = "teardown";
+    n.lab_ok(&args);
+    assert!(n.attached().is_empty());
+    assert!(n.reserved_ips().is_empty());
+    poll("no pod veth", Duration::from_secs(5), || {
+        (n.veths() == 1).then_some(())
+    });
+}
