@@ -488,7 +488,8 @@ fn serves_a_saved_certificate_and_renews_it_near_expiry() {
     let layout = Layout::new(root.path());
     let port = free_port();
     register_node(&cp, &layout, port);
-    // A saved certificate 50 minutes into its hour: past 90% of its lifetime.
+    // A saved certificate 57 minutes into its hour: past 90% of its lifetime, so the renewal
+    // (at a random point between 70% and 90%) is due at once.
     let (old_cert, old_key) = issue_with(
         &data,
         &format!("system:node:{NODE}"),
@@ -500,8 +501,8 @@ fn serves_a_saved_certificate_and_renews_it_near_expiry() {
                 rcgen::SanType::DnsName(NODE.to_string().try_into().expect("dns")),
             ];
             let now = time::OffsetDateTime::now_utc();
-            p.not_before = now - time::Duration::minutes(50);
-            p.not_after = now + time::Duration::minutes(10);
+            p.not_before = now - time::Duration::minutes(57);
+            p.not_after = now + time::Duration::minutes(3);
         },
     );
     state::write_atomic(&cert::cert_path(&layout), old_cert.as_bytes(), 0o644).expect("crt");

@@ -237,7 +237,10 @@ pub async fn run(
                     Ok::<_, Infallible>(resp)
                 }
             });
+            // A client that never finishes its request headers does not hold a task forever.
             let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30))
                 .serve_connection(TokioIo::new(tls), service);
             tokio::select! {
                 r = conn => if let Err(e) = r {
