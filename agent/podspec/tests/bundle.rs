@@ -356,3 +356,72 @@ fn a_pod_container_runs_with_its_spec() {
         assert!(!d.exists(), "{} still exists", d.display());
     }
 }
+
+fn root_pod(sc: serde_json::Value) -> Pod {
+    let script = "grep -E '^(CapEff|Seccomp):' /proc/self/status | tr -s '\\t' ' '; \
+                  mount -t tmpfs kps /tmp 2>/dev/null && echo mounted || echo mount-denied";
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "sec", "namespace": "default", "uid": "5b6e-test"},
+        "spec": {"containers": [{"name": "sec", "image": "busybox",
+            "command": ["/bin/sh", "-c", script], "securityContext": sc}]}
+    }))
+    .expect("pod")
+}
+
+#[test]
+fn security_context_reaches_the_kernel() {
+    prerequisites();
+    let layout = Layout::detect();
+    let cases: Vec<(serde_json::Value, &[&str])> = vec![
+        // containerd's 14 default capabilities; mount refused (no CAP_SYS_ADMIN, seccomp).
+        (
+            serde_json::json!({}),
+            &["CapEff: 00000000a80425fb", "Seccomp: 2", "mount-denied"],
+        ),
+        (
+            serde_json::json!({"privileged": true}),
+            &["Seccomp: 0", "mounted"],
+        ),
+        // With CAP_SYS_ADMIN the RuntimeDefault profile lets mount through.
+        (
+            serde_json::json!({"capabilities": {"add": ["SYS_ADMIN"]}}),
+            &["Seccomp: 2", "mounted"],
+        ),
+        (
+            serde_json::json!({"capabilities": {"drop": ["ALL"]}}),
+            &["CapEff: 0000000000000000", "mount-denied"],
+        ),
+        (
+            serde_json::json!({"seccompProfile": {"type": "Unconfined"}}),
+            &["Seccomp: 0", "mount-denied"],
+        ),
+    ];
+    let g = Guard {
+        tmp: tempfile::Builder::new()
+            .prefix("kps")
+            .tempdir()
+            .expect("tempdir"),
+        layout: layout.clone(),
+        cg_root: format!("/keel-podspec-test/{}-sec", std::process::id()),
+        ids: (0..cases.len()).map(|i| format!("kps-sec-{i}")).collect(),
+    };
+    let pod_cg = format!("{}/besteffort/pod5b6e-test", g.cg_root);
+    for (i, (sc, want)) in cases.iter().enumerate() {
+        let p = root_pod(sc.clone());
+        cgroup::ensure_pod_cgroup_in(&layout, &pod_cg, &p, None).expect("pod cgroup");
+        let id = format!("kps-sec-{i}");
+        let b = bundle(&g, &p, &id, &pod_cg);
+        let (code, out, err) = g.shim(&["run", "--bundle", b.to_str().expect("utf8"), &id]);
+        assert_eq!(
+            code, 0,
+            "case {i} {sc}: keel-shim run failed\nstdout:\n{out}\nstderr:\n{err}"
+        );
+        for w in *want {
+            assert!(
+                out.lines().any(|l| l.trim() == *w),
+                "case {i} {sc}: missing {w:?} in:\n{out}\nstderr:\n{err}"
+            );
+        }
+        let _ = g.shim(&["delete", "--force", &id]);
+    }
+}
