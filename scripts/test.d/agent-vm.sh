@@ -35,6 +35,9 @@ if [ ! -e "$KDIR/boot/vmlinuz-$KVER" ]; then
   rm -rf "$KDIR"; mkdir -p "$KDIR"
   dpkg-deb -x "$DEB" "$KDIR"
 fi
+# virtme-ng hides /lib/modules inside the VM behind an empty tmpfs (and /var/cache too); the
+# VM gets this copy there (--rodir), so it needs its own module index.
+[ -f "$KDIR/lib/modules/$KVER/modules.dep" ] || depmod -b "$KDIR" "$KVER"
 if [ ! -d "/lib/modules/$KVER" ]; then
   mkdir -p /lib/modules
   cp -a "$KDIR/lib/modules/$KVER" "/lib/modules/$KVER"
@@ -60,7 +63,7 @@ set -u
 if [ "\$(stat -fc %T /sys/fs/cgroup)" != cgroup2fs ]; then
   mount -t cgroup2 cgroup2 /sys/fs/cgroup || { echo "no cgroup2" > "$OUT/result.txt"; echo 1 > "$OUT/rc"; exit 0; }
 fi
-# The lab's and the pods' network parts (virtme's kernel autoloads few modules).
+# The lab's and the pods' network parts: bridge, veth, overlay, nf_tables, NAT.
 for m in bridge veth overlay nf_tables nft_compat nft_chain_nat nf_nat nf_conntrack xt_MASQUERADE xt_conntrack xt_comment xt_mark iptable_nat iptable_filter br_netfilter; do
   modprobe -q "\$m" 2>/dev/null || true
 done
@@ -76,7 +79,7 @@ EOF
 chmod +x "$OUT/inner.sh"
 # The VM's console goes to a file of its own (qemu reopens its output from the start).
 timeout 1800 vng --run "$KDIR/boot/vmlinuz-$KVER" --disable-kvm --force-9p -m 2G --cpus 2 \
-  --rwdir "$OUT" --exec "$OUT/inner.sh" </dev/null >"$OUT/vng.log" 2>&1 || true
+  --rodir="/usr/lib/modules=$KDIR/lib/modules" --rwdir "$OUT" --exec "$OUT/inner.sh" </dev/null >"$OUT/vng.log" 2>&1 || true
 [ -f "$OUT/rc" ] || tail -n 40 "$OUT/vng.log"
 cat "$OUT/result.txt" 2>/dev/null || true
 RC="$(cat "$OUT/rc" 2>/dev/null || echo 1)"

@@ -278,6 +278,14 @@ impl Cluster {
             }
             logs.push((format!("agent {}", a.name), a.process.log.clone()));
         }
+        // Container logs as the agents wrote them (readable even when `kubectl logs` is not).
+        for a in &self.agents {
+            let mut files = Vec::new();
+            log_files(&a.root.join("pods"), &mut files);
+            for f in files {
+                logs.push((format!("container log on {}", a.name), f));
+            }
+        }
         for (what, path) in logs {
             s += &format!(
                 "--- {what}: last lines of {}\n{}\n",
@@ -301,6 +309,21 @@ impl Cluster {
         pids.extend(self.control.process.detach());
         pids.extend(self.registry.process.detach());
         pids
+    }
+}
+
+/// Files named `*.log` under `dir`, recursively.
+fn log_files(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        match e.file_type() {
+            Ok(t) if t.is_dir() => log_files(&p, out),
+            Ok(t) if t.is_file() && p.extension().is_some_and(|x| x == "log") => out.push(p),
+            _ => {}
+        }
     }
 }
 
