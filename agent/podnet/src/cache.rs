@@ -35,6 +35,32 @@ pub fn path(state_dir: &Path, uid: &str) -> PathBuf {
     state_dir.join(DIR).join(format!("{uid}.json"))
 }
 
+/// The marker of a setup in progress, `<uid>.pending`: written (and synced) before the
+/// namespace is created, removed once the record exists or everything was undone. After a
+/// crash it tells `attached` about a namespace this agent made even though no record exists,
+/// without counting namespace files of other agents that share the folder.
+pub fn pending_path(state_dir: &Path, uid: &str) -> PathBuf {
+    state_dir.join(DIR).join(format!("{uid}.pending"))
+}
+
+pub fn mark_pending(state_dir: &Path, uid: &str, netns: &Path) -> Result<(), NetError> {
+    let dir = state_dir.join(DIR);
+    std::fs::create_dir_all(&dir).map_err(|e| NetError::state("create folder", &dir, e))?;
+    write_atomic(
+        &pending_path(state_dir, uid),
+        netns.to_string_lossy().as_bytes(),
+    )
+}
+
+pub fn clear_pending(state_dir: &Path, uid: &str) -> Result<(), NetError> {
+    let p = pending_path(state_dir, uid);
+    match std::fs::remove_file(&p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(NetError::state("remove setup marker", &p, e)),
+    }
+}
+
 /// Reads a record; `Ok(None)` when there is none. An unreadable record is an error naming
 /// the file (it is not silently dropped: its IP would leak).
 pub fn load(state_dir: &Path, uid: &str) -> Result<Option<Attachment>, NetError> {
@@ -70,7 +96,7 @@ pub fn remove(state_dir: &Path, uid: &str) -> Result<(), NetError> {
     }
 }
 
-/// Uids that have a record.
+/// Uids that have a record or a setup marker.
 pub fn uids(state_dir: &Path) -> Vec<String> {
     let Ok(rd) = std::fs::read_dir(state_dir.join(DIR)) else {
         return Vec::new();
@@ -79,7 +105,10 @@ pub fn uids(state_dir: &Path) -> Vec<String> {
         .filter_map(|e| {
             e.file_name()
                 .to_str()
-                .and_then(|n| n.strip_suffix(".json"))
+                .and_then(|n| {
+                    n.strip_suffix(".json")
+                        .or_else(|| n.strip_suffix(".pending"))
+                })
                 .map(str::to_string)
         })
         .collect()
@@ -129,6 +158,11 @@ mod tests {
         assert_eq!(uids(d.path()), vec!["u1".to_string()]);
         remove(d.path(), "u1").expect("remove");
         remove(d.path(), "u1").expect("remove again");
+        assert!(uids(d.path()).is_empty());
+        mark_pending(d.path(), "u2", Path::new("/run/keel/netns/u2")).expect("mark");
+        assert_eq!(uids(d.path()), vec!["u2".to_string()]);
+        clear_pending(d.path(), "u2").expect("clear");
+        clear_pending(d.path(), "u2").expect("clear again");
         assert!(uids(d.path()).is_empty());
         std::fs::write(path(d.path(), "bad"), b"{").expect("write");
         let e = load(d.path(), "bad").expect_err("torn");

@@ -7,7 +7,7 @@
 //! Network::new(NetworkConfig) -> Result<Network, NetError>          // picks or writes the conflist
 //! Network::setup(&self, &PodRef) -> Result<PodNetwork, NetError>    // async; netns + lo + CNI ADD
 //! Network::teardown(&self, uid: &str) -> Result<(), NetError>       // async; CNI DEL + netns gone
-//! Network::attached(&self) -> Vec<String>                           // uids with anything left
+//! Network::attached(&self) -> Vec<String>                           // uids with a record or marker
 //! Network::netns_path(&self, uid) -> PathBuf
 //! release_netns_dir(dir) -> Result<(), NetError>                   // keel-agent cleanup
 //! routes::desired(self_name, nodes) -> Vec<routes::Route>           // pure

@@ -104,13 +104,18 @@ impl Network {
             // the record holds, then attach again.
             tracing::info!(uid = %pod.uid, "namespace of a cached attachment is gone; attaching again");
             self.teardown_locked(&pod.uid).await?;
-        } else if ns_path.exists() {
-            // A namespace without a record: an earlier setup stopped between creating it and
-            // writing the record (the ADD may have half run). DEL releases whatever it did.
+        } else if ns_path.exists() || cache::pending_path(&self.cfg.state_dir, &pod.uid).exists() {
+            // No record, but a namespace or a setup marker: an earlier setup stopped before
+            // writing the record (the ADD may have half run), or failed and could not undo
+            // itself. DEL releases whatever it did.
             tracing::info!(uid = %pod.uid, "namespace without attachment record; cleaning it first");
             self.teardown_locked(&pod.uid).await?;
         }
-        netns::create(ns_path.clone()).await?;
+        cache::mark_pending(&self.cfg.state_dir, &pod.uid, &ns_path)?;
+        if let Err(e) = netns::create(ns_path.clone()).await {
+            let _ = cache::clear_pending(&self.cfg.state_dir, &pod.uid);
+            return Err(e);
+        }
         let args = exec::k8s_args(&pod.namespace, &pod.name, &pod.uid, &pod.uid);
         let ns_arg = ns_path.to_string_lossy().into_owned();
         let inv = Invocation {
@@ -123,9 +128,13 @@ impl Network {
         let result = match add_chain(&self.conf.list, &inv).await {
             Ok(r) => r,
             Err(e) => {
-                // SPEC.md: "a delete must still be executed even if the add fails".
-                let _ = del_chain(&self.conf.list, None, &inv).await;
-                let _ = netns::remove(&ns_path);
+                // SPEC.md: "a delete must still be executed even if the add fails". If the
+                // undo fails too, the marker stays: `attached` lists the pod and a later
+                // `teardown` retries the DEL.
+                let del = del_chain(&self.conf.list, None, &inv).await;
+                if netns::remove(&ns_path).is_ok() && del.is_ok() {
+                    let _ = cache::clear_pending(&self.cfg.state_dir, &pod.uid);
+                }
                 return Err(e);
             }
         };
@@ -141,10 +150,13 @@ impl Network {
             result: result.to_value(&self.conf.list.cni_version),
         };
         if let Err(e) = cache::store(&self.cfg.state_dir, &a) {
-            let _ = del_chain(&self.conf.list, Some(&result), &inv).await;
-            let _ = netns::remove(&ns_path);
+            let del = del_chain(&self.conf.list, Some(&result), &inv).await;
+            if netns::remove(&ns_path).is_ok() && del.is_ok() {
+                let _ = cache::clear_pending(&self.cfg.state_dir, &pod.uid);
+            }
             return Err(e);
         }
+        cache::clear_pending(&self.cfg.state_dir, &pod.uid)?;
         pod_network(&a)
     }
 
@@ -167,7 +179,10 @@ impl Network {
                 let prev = CniResult::from_value(a.result.clone()).ok();
                 (l.list, prev, a.netns.clone())
             }
-            None if ns_path.exists() => (self.conf.list.clone(), None, ns_path.clone()),
+            // A setup that never wrote its record: DEL with the current list.
+            None if ns_path.exists() || cache::pending_path(&self.cfg.state_dir, uid).exists() => {
+                (self.conf.list.clone(), None, ns_path.clone())
+            }
             None => return Ok(()),
         };
         // CNI_NETNS empty when the namespace is gone: the spec allows it for DEL, and the
@@ -194,19 +209,16 @@ impl Network {
         if ns_file != ns_path {
             netns::remove(&ns_path)?;
         }
-        cache::remove(&self.cfg.state_dir, uid)
+        cache::remove(&self.cfg.state_dir, uid)?;
+        cache::clear_pending(&self.cfg.state_dir, uid)
     }
 
-    /// Uids with an attachment record or a namespace file: after a restart the executor tears
-    /// down those whose pods no longer exist.
+    /// Uids this agent attached or was attaching (a record, or the marker of a setup that
+    /// did not finish): after a restart the executor tears down those whose pods no longer
+    /// exist. Namespace files alone are not counted: the folder may be shared with other
+    /// agents (lab nodes share the host's mount namespace), and their pods are not ours.
     pub fn attached(&self) -> Vec<String> {
-        let mut set: BTreeSet<String> = cache::uids(&self.cfg.state_dir).into_iter().collect();
-        if let Ok(rd) = std::fs::read_dir(&self.cfg.netns_dir) {
-            set.extend(
-                rd.filter_map(Result::ok)
-                    .filter_map(|e| e.file_name().to_str().map(str::to_string)),
-            );
-        }
+        let set: BTreeSet<String> = cache::uids(&self.cfg.state_dir).into_iter().collect();
         set.into_iter().filter(|u| check_uid(u).is_ok()).collect()
     }
 }

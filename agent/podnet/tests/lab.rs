@@ -185,6 +185,9 @@ fn recovers_from_a_crash_or_reboot_between_steps() {
     // record is not. The next setup releases the half attachment and attaches again.
     let p = n.setup("uid-c1", "c1");
     std::fs::remove_file(&record).expect("rm record");
+    // What a setup leaves while it runs: the marker written before the namespace.
+    let marker = n.dir.join("state/attachments/uid-c1.pending");
+    std::fs::write(&marker, netns_of(&p)).expect("marker");
     assert_eq!(n.attached(), vec!["uid-c1".to_string()]);
     let p2 = n.setup("uid-c1", "c1");
     assert_eq!(p2["netns"], p["netns"]);
@@ -269,4 +272,36 @@ fn parallel_setups_and_teardowns_including_the_same_uid_twice() {
     poll("no pod veth", Duration::from_secs(5), || {
         (n.veths() == 1).then_some(())
     });
+}
+
+/// Lab nodes share the host's mount namespace, so two agents may share one netns folder:
+/// neither lists, nor tears down, the other's pods.
+#[test]
+fn agents_sharing_a_netns_folder_see_only_their_own_pods() {
+    let lab = Lab::new("shared", 2);
+    let (n1, n2) = (&lab.nodes[0], &lab.nodes[1]);
+    let shared = lab.dir.path().join("shared-netns");
+    struct Release(std::path::PathBuf);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            let _ = keel_podnet::release_netns_dir(&self.0);
+        }
+    }
+    let _release = Release(shared.clone());
+    for n in [n1, n2] {
+        n.write_config(serde_json::json!({"netnsDir": shared}));
+    }
+    let a = n1.setup("uid-s1", "s1");
+    let b = n2.setup("uid-s2", "s2");
+    assert_eq!(n1.attached(), vec!["uid-s1".to_string()]);
+    assert_eq!(n2.attached(), vec!["uid-s2".to_string()]);
+    n1.teardown("uid-s1");
+    assert!(
+        std::path::Path::new(&netns_of(&b)).exists(),
+        "n2's pod namespace must stay"
+    );
+    assert!(!std::path::Path::new(&netns_of(&a)).exists());
+    n2.teardown("uid-s2");
+    assert!(n2.attached().is_empty());
+    keel_podnet::release_netns_dir(&shared).expect("release");
 }

@@ -44,8 +44,9 @@ fn plugin_errors_carry_their_code_and_leave_nothing() {
         "{err}"
     );
     assert_eq!(netns_files(n), 0, "the namespace of a failed setup must go");
-    assert!(n.attached().is_empty());
     assert_eq!(n.veths(), 1);
+    // Its undo (DEL) failed for the same reason, so the pod stays listed for a later teardown.
+    assert_eq!(n.attached(), vec!["uid-x".to_string()]);
 
     // A plugin type found in no folder.
     write_conflist(
@@ -53,10 +54,11 @@ fn plugin_errors_carry_their_code_and_leave_nothing() {
         "05-bad.conflist",
         json!({"cniVersion": "1.0.0", "name": "bad", "plugins": [{"type": "no-such-plugin"}]}),
     );
-    let out = n.lab(&["setup", &cfg, "uid-x", "default", "x"]);
+    let out = n.lab(&["setup", &cfg, "uid-y", "default", "y"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("plugin no-such-plugin: not found in"), "{err}");
     assert_eq!(netns_files(n), 0);
+    assert_eq!(n.attached(), vec!["uid-x".to_string(), "uid-y".to_string()]);
 
     // A range with room for one pod: the second fails with the IPAM's code 100, the first
     // keeps working, the failed one leaves no namespace, veth or address.
@@ -78,12 +80,18 @@ fn plugin_errors_carry_their_code_and_leave_nothing() {
         err.contains("plugin keel-bridge: ") && err.contains("(CNI code 100 on ADD)"),
         "{err}"
     );
-    assert_eq!(n.attached(), vec!["uid-1".to_string()]);
+    assert_eq!(
+        n.attached(),
+        ["uid-1", "uid-x", "uid-y"].map(String::from).to_vec()
+    );
     assert_eq!(netns_files(n), 1);
     assert_eq!(n.veths(), 2);
     // Teardown uses the cached configuration even after the conflist changed.
     std::fs::remove_file(n.dir.join("net.d/05-bad.conflist")).expect("rm");
     n.teardown("uid-1");
+    // With the broken list gone (the default one is written), the failed pods tear down too.
+    n.teardown("uid-x");
+    n.teardown("uid-y");
     assert!(n.attached().is_empty());
     assert_eq!(netns_files(n), 0);
     poll("the veth to go", Duration::from_secs(5), || {
