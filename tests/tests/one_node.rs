@@ -47,6 +47,42 @@ fn read(path: &Path) -> String {
         .to_string()
 }
 
+/// `files` of `dir` and of every folder below it, one line each (for failure messages).
+fn tree(dir: &Path, files: &[&str]) -> String {
+    let mut out = String::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let vals: Vec<String> = files
+            .iter()
+            .map(|f| {
+                let v = std::fs::read_to_string(d.join(f)).unwrap_or_else(|_| "-".into());
+                format!("{f}={}", v.trim())
+            })
+            .collect();
+        out += &format!("{}: {}\n", d.display(), vals.join(" "));
+        if let Ok(entries) = std::fs::read_dir(&d) {
+            stack.extend(
+                entries
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path()),
+            );
+        }
+    }
+    out
+}
+
+/// Asserts that `file` in `dir` holds `want`, showing the whole pod subtree otherwise.
+fn expect(dir: &Path, file: &str, want: &str, shown: &[&str]) {
+    let got = read(&dir.join(file));
+    assert_eq!(
+        got,
+        want,
+        "{file} of the pod cgroup; the pod's cgroups:\n{}",
+        tree(dir, shown)
+    );
+}
+
 fn is_cgroup2() -> bool {
     Path::new(CGROUP_ROOT).join("cgroup.controllers").exists()
 }
@@ -100,22 +136,27 @@ fn one_node_pod_runs_with_its_limits_in_the_pod_cgroup() {
         let dir = find_pod_cgroup(&top, &uid)
             .unwrap_or_else(|| panic!("no pod{uid} cgroup under {}", top.display()));
         eprintln!("pod cgroup (v2): {}", dir.display());
-        assert_eq!(read(&dir.join("memory.max")), (64u64 << 20).to_string());
-        assert_eq!(read(&dir.join("cpu.max")), "50000 100000");
+        let shown = ["memory.max", "cpu.max"];
+        expect(&dir, "memory.max", &(64u64 << 20).to_string(), &shown);
+        expect(&dir, "cpu.max", "50000 100000", &shown);
     } else {
         let mem_top = Path::new(CGROUP_ROOT).join("memory/keel").join(MASTER);
         let mem = find_pod_cgroup(&mem_top, &uid)
             .unwrap_or_else(|| panic!("no pod{uid} cgroup under {}", mem_top.display()));
         eprintln!("pod cgroup (v1 memory): {}", mem.display());
-        assert_eq!(
-            read(&mem.join("memory.limit_in_bytes")),
-            (64u64 << 20).to_string()
+        let limit = (64u64 << 20).to_string();
+        expect(
+            &mem,
+            "memory.limit_in_bytes",
+            &limit,
+            &["memory.limit_in_bytes"],
         );
         let cpu_top = Path::new(CGROUP_ROOT).join("cpu/keel").join(MASTER);
         let cpu = find_pod_cgroup(&cpu_top, &uid)
             .unwrap_or_else(|| panic!("no pod{uid} cgroup under {}", cpu_top.display()));
-        assert_eq!(read(&cpu.join("cpu.cfs_quota_us")), "50000");
-        assert_eq!(read(&cpu.join("cpu.cfs_period_us")), "100000");
+        let shown = ["cpu.cfs_quota_us", "cpu.cfs_period_us"];
+        expect(&cpu, "cpu.cfs_quota_us", "50000", &shown);
+        expect(&cpu, "cpu.cfs_period_us", "100000", &shown);
     }
 
     k.ok(&["delete", "pod", "limited", "--wait=true", "--timeout=120s"]);
