@@ -5,7 +5,8 @@
 //! ```text
 //! podnet-lab setup <config.json> <uid> <namespace> <name>   prints the PodNetwork as JSON
 //! podnet-lab teardown <config.json> <uid>
-//! podnet-lab parallel <config.json> <setup|teardown> <uid>...   all at once; JSON array
+//! podnet-lab parallel <config.json> <setup|teardown> <uid>...   all at once; prints
+//!                                                  {"results": [...], "children": <left>}
 //! podnet-lab attached <config.json>                        one uid per line
 //! podnet-lab routes <self> <nodes.json> <cluster-cidr>     desired + apply + masquerade
 //! podnet-lab watch <kubeconfig> <node> <cluster-cidr>      routes::run until stdin closes
@@ -47,6 +48,19 @@ fn config(path: &str) -> Result<NetworkConfig> {
     }
     c.mtu = v["mtu"].as_u64().and_then(|m| u32::try_from(m).ok());
     Ok(c)
+}
+
+/// Processes whose parent is this one, zombies included (`/proc/self/task/*/children`): the
+/// plugins must all have been waited for, and keel-bridge's DEL helper is not ours to reap.
+fn children() -> usize {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return usize::MAX;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .map(|c| c.split_whitespace().count())
+        .sum()
 }
 
 /// p50 and p99 in milliseconds.
@@ -105,7 +119,7 @@ async fn main() -> Result<()> {
                 }
             });
             let out = futures::future::try_join_all(runs).await?;
-            println!("{}", Value::Array(out));
+            println!("{}", json!({"results": out, "children": children()}));
         }
         ["attached", cfg] => {
             for u in Network::new(config(cfg)?)?.attached() {

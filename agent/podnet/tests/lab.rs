@@ -252,7 +252,11 @@ fn parallel_setups_and_teardowns_including_the_same_uid_twice() {
     let mut args = vec!["parallel", cfg.as_str(), "setup"];
     args.extend(uids);
     let out: Value = serde_json::from_str(n.lab_ok(&args).trim()).expect("JSON");
-    let results = out.as_array().expect("array");
+    assert_eq!(
+        out["children"], 0,
+        "every plugin process was waited for: {out}"
+    );
+    let results = out["results"].as_array().expect("array");
     assert_eq!(results.len(), 8);
     assert_eq!(results[0], results[6], "same uid, same attachment");
     assert_eq!(results[1], results[7]);
@@ -266,7 +270,11 @@ fn parallel_setups_and_teardowns_including_the_same_uid_twice() {
     assert_eq!(n.reserved_ips().len(), 6);
     assert_eq!(n.veths(), 7);
     args[2] = "teardown";
-    n.lab_ok(&args);
+    let out: Value = serde_json::from_str(n.lab_ok(&args).trim()).expect("JSON");
+    assert_eq!(
+        out["children"], 0,
+        "plugins (and no DEL helper) left as children: {out}"
+    );
     assert!(n.attached().is_empty());
     assert!(n.reserved_ips().is_empty());
     poll("no pod veth", Duration::from_secs(5), || {
