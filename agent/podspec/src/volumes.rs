@@ -1,11 +1,13 @@
 //! A pod's volumes on the node, under `<pod_dir>/volumes/<name>/`: emptyDir (a folder, or a
 //! tmpfs for `medium: Memory`), hostPath (checked per its `type`, used in place), and the
 //! projected kinds (configMap, secret, downwardAPI, projected) written atomically
-//! ([`atomic`]); secrets live on a tmpfs like kubelet's when running as root.
+//! ([`atomic`]); secrets live on a tmpfs like kubelet's when running as root; `fsGroup`
+//! owns every volume but hostPath ([`ownership`]).
 //! `serviceAccountToken` and `clusterTrustBundle` projections are skipped with a warning
 //! (no token issuer yet). Errors carry kubelet's FailedMount wording.
 
 pub mod atomic;
+pub mod ownership;
 pub mod projection;
 
 use crate::downward::NodeInfo;
@@ -121,6 +123,9 @@ fn prepare_one(
         }
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
             .map_err(|e| ConfigError::io("chmod", &dir, e))?;
+        if let Some(gid) = fs_group(pod)? {
+            ownership::apply(&dir, gid, false)?;
+        }
         return done(Kind::EmptyDir);
     }
     let (kind, files) = if let Some(c) = &v.config_map {
@@ -191,7 +196,31 @@ fn prepare_one(
     atomic::write(&dir, &files)?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
         .map_err(|e| ConfigError::io("chmod", &dir, e))?;
+    if let Some(gid) = fs_group(pod)? {
+        ownership::apply(&dir, gid, true)?;
+    }
     done(kind)
+}
+
+/// The pod's `securityContext.fsGroup`, checked.
+fn fs_group(pod: &Pod) -> Result<Option<u32>> {
+    let g = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.security_context.as_ref())
+        .and_then(|c| c.fs_group);
+    g.map(|g| {
+        u32::try_from(g)
+            .ok()
+            .filter(|g| *g <= i32::MAX as u32)
+            .ok_or_else(|| {
+                ConfigError::invalid(
+                    "spec.securityContext.fsGroup",
+                    format!("{g} is not a valid group id"),
+                )
+            })
+    })
+    .transpose()
 }
 
 /// The volume type's field name, for the unsupported-type error.

@@ -118,6 +118,7 @@ grep -q "search default.svc.cluster.local" /etc/resolv.conf && echo resolv-ok
 echo scratch > /data/file && echo "data=$(cat /data/file)"
 echo "cfg=$(cat /etc/app/app.conf)"
 echo "labels=$(cat /etc/podinfo/labels)"
+echo "pw=$(cat /etc/db/PASSWORD)"
 touch /rootfs-write 2>/dev/null && echo rootfs-writable || echo rootfs-readonly
 touch /etc/app/x 2>/dev/null && echo cfg-writable || echo cfg-readonly
 grep -E "^(Seccomp|NoNewPrivs):" /proc/self/status | tr -s '\t' ' '
@@ -130,7 +131,7 @@ fn pod(host_dir: &Path, script: &str) -> Pod {
         "metadata": {"name": "web", "namespace": "default", "uid": "4a5f-test", "labels": {"app": "web"}},
         "spec": {
             "nodeName": "n1",
-            "securityContext": {"runAsUser": 1000, "runAsGroup": 1000, "supplementalGroups": [4242]},
+            "securityContext": {"runAsUser": 1000, "runAsGroup": 1000, "supplementalGroups": [4242], "fsGroup": 4343},
             "containers": [{
                 "name": "web", "image": "busybox",
                 "command": ["/bin/sh", "-c", script],
@@ -146,13 +147,15 @@ fn pod(host_dir: &Path, script: &str) -> Pod {
                     {"name": "data", "mountPath": "/data"},
                     {"name": "cfg", "mountPath": "/etc/app"},
                     {"name": "info", "mountPath": "/etc/podinfo"},
-                    {"name": "host", "mountPath": "/host"}]
+                    {"name": "host", "mountPath": "/host"},
+                    {"name": "db", "mountPath": "/etc/db"}]
             }],
             "volumes": [
                 {"name": "data", "emptyDir": {}},
                 {"name": "cfg", "configMap": {"name": "app-config"}},
                 {"name": "info", "downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}},
-                {"name": "host", "hostPath": {"path": host_dir, "type": "DirectoryOrCreate"}}]
+                {"name": "host", "hostPath": {"path": host_dir, "type": "DirectoryOrCreate"}},
+                {"name": "db", "secret": {"secretName": "db", "defaultMode": 0o400}}]
         }
     }))
     .expect("pod")
@@ -268,7 +271,8 @@ fn a_pod_container_runs_with_its_spec() {
         "keel-shim run failed\nstdout:\n{out}\nstderr:\n{err}"
     );
     for want in [
-        "uid=1000 gid=1000 groups=1000 4242",
+        "uid=1000 gid=1000 groups=1000 4242 4343",
+        "pw=hunter2",
         "GREETING=hello POD=web MODE=prod DB_PASSWORD=hunter2 URL=http://web:80/prod",
         "hostname=web",
         "hosts-ok",

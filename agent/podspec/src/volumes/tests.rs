@@ -195,3 +195,34 @@ fn memory_medium_is_a_sized_tmpfs() {
     assert!(mounts_below(tmp.path()).is_empty());
     assert!(!tmp.path().join("volumes").exists());
 }
+
+#[test]
+fn fs_group_owns_volumes() {
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test changes file ownership: run `cargo test -p keel-podspec` as root"
+    );
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut p = pod(serde_json::json!([
+        {"name": "s", "secret": {"secretName": "creds", "defaultMode": 0o400}},
+        {"name": "scratch", "emptyDir": {}}
+    ]));
+    p.spec.as_mut().expect("spec").security_context =
+        Some(serde_json::from_value(serde_json::json!({"fsGroup": 4343})).expect("context"));
+    let v = prepare(&p, tmp.path(), &refs(), &NodeInfo::default()).expect("prepare");
+    let secret = v.get("s").expect("s").path.join("password");
+    let m = std::fs::metadata(&secret).expect("meta");
+    assert_eq!((m.gid(), m.mode() & 0o7777), (4343, 0o440));
+    let scratch = std::fs::metadata(&v.get("scratch").expect("scratch").path).expect("meta");
+    assert_eq!((scratch.gid(), scratch.mode() & 0o7777), (4343, 0o2777));
+    cleanup(tmp.path()).expect("cleanup");
+    p.spec.as_mut().expect("spec").security_context =
+        Some(serde_json::from_value(serde_json::json!({"fsGroup": -1})).expect("context"));
+    let e = prepare(&p, tmp.path(), &refs(), &NodeInfo::default()).expect_err("bad fsGroup");
+    assert!(
+        e.to_string().contains("spec.securityContext.fsGroup"),
+        "{e}"
+    );
+    cleanup(tmp.path()).expect("cleanup");
+}
