@@ -11,7 +11,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use crate::apply::{Result, Runner};
 use crate::model::{self, Endpoint, NodeInfo, Warning};
 use crate::render;
-use crate::ruleset::{self, Ruleset, UdpKey};
+use crate::ruleset::{self, UdpKey};
 
 /// What a sync did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -177,7 +177,7 @@ impl<R: Runner> Proxier<R> {
     }
 
     fn full(&mut self, delta: Delta) -> Result<SyncReport> {
-        let script = render::full(&self.merged.ruleset());
+        let script = self.merged.render_full();
         self.needs_full = true;
         self.runner.nft(&script)?;
         self.needs_full = false;
@@ -351,10 +351,38 @@ impl Merged {
         out
     }
 
-    fn ruleset(&mut self) -> Ruleset {
+    /// The `nft -f` text replacing the whole table, rendered from borrowed parts (no
+    /// intermediate `Ruleset` copy: at 10,000 services that copy cost ~100 ms).
+    fn render_full(&mut self) -> String {
         self.chains.retain(|_, (n, _)| *n > 0);
         self.sets.retain(|_, (n, _)| *n > 0);
-        let mut rs = Ruleset::default();
+        let mut parts = render::Parts::default();
+        for s in ruleset::SETS {
+            parts.elements.insert(s, Vec::new());
+        }
+        for (k, m) in &self.elements {
+            if let (Some(v), Some(items)) = (m.values().next(), parts.elements.get_mut(k.0)) {
+                items.push((k.1.as_str(), v.as_str()));
+            }
+        }
+        parts.chains = self
+            .chains
+            .iter()
+            .map(|(n, (_, r))| (n.as_str(), r.as_slice()))
+            .collect();
+        parts.affinity_sets = self
+            .sets
+            .iter()
+            .map(|(n, (_, t))| (n.as_str(), *t))
+            .collect();
+        render::full_parts(&parts)
+    }
+
+    #[cfg(test)]
+    fn ruleset(&mut self) -> ruleset::Ruleset {
+        self.chains.retain(|_, (n, _)| *n > 0);
+        self.sets.retain(|_, (n, _)| *n > 0);
+        let mut rs = ruleset::Ruleset::default();
         for s in ruleset::SETS {
             rs.elements.insert(s, BTreeMap::new());
         }
@@ -531,6 +559,22 @@ mod tests {
         }
         let scratch = ruleset::generate(&ports, &p.node).ruleset;
         assert_eq!(p.merged.ruleset(), scratch);
+        // The borrowed rendering says the same as rendering the scratch ruleset (element
+        // order inside a set may differ).
+        let tokens = |t: &str| {
+            let mut v: Vec<String> = t
+                .replace(" }", "")
+                .replace("{ ", "{\n")
+                .split(['\n', ','])
+                .map(|x| x.trim().to_string())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(
+            tokens(&p.merged.render_full()),
+            tokens(&render::full(&scratch))
+        );
     }
 
     #[test]

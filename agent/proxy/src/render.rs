@@ -103,7 +103,7 @@ fn elements<'a>(
     out: &mut String,
     verb: &str,
     set: &str,
-    items: impl Iterator<Item = (&'a String, &'a String)>,
+    items: impl Iterator<Item = (&'a str, &'a str)>,
 ) {
     let mut first = true;
     for (k, v) in items {
@@ -124,25 +124,65 @@ fn elements<'a>(
     }
 }
 
+/// Borrowed pieces of a whole table: what [`full_parts`] renders. The proxier builds it from
+/// its merged view without copying 10,000 services' elements into a [`Ruleset`] first.
+#[derive(Default)]
+pub struct Parts<'a> {
+    pub affinity_sets: Vec<(&'a str, u32)>,
+    pub chains: Vec<(&'a str, &'a [String])>,
+    /// Elements per set or map: (key, value) with "" for plain sets; any order.
+    pub elements: BTreeMap<&'static str, Vec<(&'a str, &'a str)>>,
+}
+
 /// The whole table, replacing whatever is there.
 pub fn full(rs: &Ruleset) -> String {
-    let mut out = String::with_capacity(64 * 1024);
+    let parts = Parts {
+        affinity_sets: rs
+            .affinity_sets
+            .iter()
+            .map(|(n, t)| (n.as_str(), *t))
+            .collect(),
+        chains: rs
+            .chains
+            .iter()
+            .map(|(n, r)| (n.as_str(), r.as_slice()))
+            .collect(),
+        elements: rs
+            .elements
+            .iter()
+            .map(|(set, items)| {
+                let v = items
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                (*set, v)
+            })
+            .collect(),
+    };
+    full_parts(&parts)
+}
+
+/// The whole table from borrowed parts (see [`full`]).
+pub fn full_parts(p: &Parts) -> String {
+    let n: usize = p.elements.values().map(Vec::len).sum();
+    let mut out = String::with_capacity(64 * 1024 + 48 * n);
     let _ = writeln!(
         out,
         "add table {TABLE}\ndelete table {TABLE}\nadd table {TABLE}"
     );
-    for (name, timeout) in &rs.affinity_sets {
+    for (name, timeout) in &p.affinity_sets {
         affinity_set(&mut out, name, *timeout);
     }
     static_part(&mut out);
-    for name in rs.chains.keys() {
+    // Every chain is declared before any rule, so rules may jump in any order.
+    for (name, _) in &p.chains {
         let _ = writeln!(out, "add chain {TABLE} {name}");
     }
-    for (name, rules) in &rs.chains {
+    for (name, rules) in &p.chains {
         chain_rules(&mut out, name, rules);
     }
-    for (set, items) in &rs.elements {
-        elements(&mut out, "add", set, items.iter());
+    for (set, items) in &p.elements {
+        elements(&mut out, "add", set, items.iter().copied());
     }
     out
 }
@@ -193,17 +233,13 @@ fn diff_body(old: &Ruleset, new: &Ruleset, out: &mut String) {
             out,
             "delete",
             set,
-            old_items
-                .iter()
-                .filter(|(k, v)| new_items.get(*k) != Some(*v)),
+            str_pairs(old_items).filter(|(k, v)| new_items.get(*k).map(String::as_str) != Some(*v)),
         );
         elements(
             out,
             "add",
             set,
-            new_items
-                .iter()
-                .filter(|(k, v)| old_items.get(*k) != Some(*v)),
+            str_pairs(new_items).filter(|(k, v)| old_items.get(*k).map(String::as_str) != Some(*v)),
         );
     }
     // Chains and sets go last, after the elements and rules that referred to them.
@@ -228,6 +264,10 @@ fn diff_body(old: &Ruleset, new: &Ruleset, out: &mut String) {
     }
 }
 
+fn str_pairs(m: &BTreeMap<String, String>) -> impl Iterator<Item = (&str, &str)> {
+    m.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+}
+
 /// An elements-only incremental change: deletions, additions, then removed chains and sets.
 pub fn elements_change(
     del: &BTreeMap<&'static str, BTreeMap<String, String>>,
@@ -237,10 +277,10 @@ pub fn elements_change(
 ) -> String {
     let mut out = String::new();
     for (set, items) in del {
-        elements(&mut out, "delete", set, items.iter());
+        elements(&mut out, "delete", set, str_pairs(items));
     }
     for (set, items) in add {
-        elements(&mut out, "add", set, items.iter());
+        elements(&mut out, "add", set, str_pairs(items));
     }
     for name in chains {
         let _ = writeln!(out, "flush chain {TABLE} {name}");
