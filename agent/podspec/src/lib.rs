@@ -17,7 +17,8 @@
 //! volumes::prepare(&pod, pod_dir, &refs, &NodeInfo) -> Volumes  FailedMount errors
 //! env::resolve(&pod, &container, &refs, &NodeInfo, &pod_ips) -> Vec<(String, String)>
 //! spec::termination_log(pod_dir, name, id) -> PathBuf
-//! spec::build(&SpecInput{..}) -> oci_spec::runtime::Spec         write as <bundle>/config.json
+//! spec::build(&SpecInput{..}) -> oci_spec::runtime::Spec
+//! spec::write_config(bundle, &spec) -> <bundle>/config.json
 //! ... keel-shim create/start/delete ...
 //! volumes::cleanup(pod_dir); cgroup::remove_pod_cgroup(&path)   on pod removal
 //! ```

@@ -70,6 +70,17 @@ pub fn termination_log(pod_dir: &Path, container: &str, id: &str) -> Result<Path
     Ok(p)
 }
 
+/// Write `spec` as `<bundle>/config.json` (atomically; the folder is created).
+pub fn write_config(bundle: &Path, spec: &Spec) -> Result<PathBuf> {
+    std::fs::create_dir_all(bundle).map_err(|e| ConfigError::io("create folder", bundle, e))?;
+    let path = bundle.join("config.json");
+    let data = serde_json::to_vec_pretty(spec)
+        .map_err(|e| ConfigError::invalid("OCI spec", e.to_string()))?;
+    crate::etc::write_atomic(&path, &data, 0o600)
+        .map_err(|e| ConfigError::io("write", &path, e))?;
+    Ok(path)
+}
+
 fn image_user(image: &ImageConfiguration) -> String {
     image
         .config()

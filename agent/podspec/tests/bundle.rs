@@ -237,12 +237,7 @@ fn bundle(g: &Guard, pod: &Pod, id: &str, pod_cg: &str) -> PathBuf {
     };
     let s = spec::build(&input).expect("spec");
     let dir = g.tmp.path().join(format!("bundle-{id}"));
-    std::fs::create_dir_all(&dir).expect("bundle dir");
-    std::fs::write(
-        dir.join("config.json"),
-        serde_json::to_vec_pretty(&s).expect("encode"),
-    )
-    .expect("config.json");
+    spec::write_config(&dir, &s).expect("config.json");
     dir
 }
 
