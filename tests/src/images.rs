@@ -32,15 +32,13 @@ const RECIPES: &[Recipe] = &[
     Recipe {
         tag: "nginx",
         // nginx's Dockerfile: EXPOSE 80, STOPSIGNAL SIGQUIT; httpd logs each request (-v) to
-        // stderr in the foreground (-f), so `kubectl logs` shows them.
+        // stderr in the foreground (-f), so `kubectl logs` shows them. As PID 1 httpd would
+        // ignore SIGQUIT (no handler) and every delete would wait out the grace period; the
+        // shell ends on it as nginx does, and the kernel then ends httpd with the namespace.
         config: &[
-            "--config.cmd=httpd",
-            "--config.cmd=-f",
-            "--config.cmd=-v",
-            "--config.cmd=-p",
-            "--config.cmd=80",
-            "--config.cmd=-h",
-            "--config.cmd=/www",
+            "--config.cmd=sh",
+            "--config.cmd=-c",
+            "--config.cmd=trap 'exit 0' QUIT TERM; httpd -f -v -p 80 -h /www & wait",
             "--config.exposedports=80/tcp",
             "--config.stopsignal=SIGQUIT",
         ],
