@@ -40,6 +40,9 @@ struct AgentFlags {
     /// keel-shim's state folder (a tmpfs: it holds the supervisors' sockets).
     #[arg(long, default_value = "/run/keel-shim")]
     shim_root: PathBuf,
+    /// Port of the HTTPS endpoint (logs, stats) the API server calls.
+    #[arg(long, default_value_t = 10250)]
+    port: u16,
     /// Renew the client certificate this many seconds after start instead of at 70-90% of
     /// its lifetime (used by the tests; also forces an early renewal).
     #[arg(long, hide = true)]
@@ -58,6 +61,7 @@ impl AgentFlags {
             cluster_domain: self.cluster_domain.clone(),
             shim: self.shim.clone(),
             shim_root: self.shim_root.clone(),
+            port: self.port,
         }
     }
 }
@@ -98,6 +102,13 @@ enum Command {
     Run {
         #[command(flatten)]
         agent: AgentFlags,
+    },
+    /// Remove what the agent set up on this host outside its root dir: the service proxy's
+    /// nftables table, the cluster DNS address, the pod routes and the masquerade table.
+    /// Pods keep running; stop them first (`kubectl drain`) when retiring a node.
+    Cleanup {
+        #[arg(long, default_value = DEFAULT_ROOT)]
+        root_dir: PathBuf,
     },
     /// Check this host for what the agent needs and print the fix for each problem.
     Doctor {
@@ -152,6 +163,17 @@ fn main() {
             let ok = doctor::report(&checks, &mut std::io::stdout());
             std::process::exit(if ok { 0 } else { 1 });
         }
+        Command::Cleanup { root_dir } => runtime().and_then(|rt| {
+            let dns = AgentConfig::load(&Layout::new(&root_dir))
+                .map(|c| c.cluster.cluster_dns)
+                .unwrap_or_else(|_| keel_agent::state::ClusterSettings::default().cluster_dns);
+            rt.block_on(async {
+                keel_agent::services::cleanup(dns)?;
+                keel_podnet::routes::cleanup().await?;
+                println!("removed the service rules, the DNS address, the pod routes and the masquerade table");
+                Ok(())
+            })
+        }),
         Command::Run { agent } => runtime().and_then(|rt| {
             rt.block_on(run::run(&Layout::new(&agent.root_dir), agent.options()))
                 .map_err(anyhow::Error::from)

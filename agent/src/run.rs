@@ -55,7 +55,7 @@ async fn shutdown_signal() -> Result<(), RunError> {
 }
 
 /// Flags of `keel-agent run` (and `join`) that override the saved config.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RunOptions {
     /// Moves the first certificate renewal to that long after start (a test and operations
     /// knob: renew now without waiting for 70% of a year).
@@ -66,6 +66,8 @@ pub struct RunOptions {
     pub cluster_domain: Option<String>,
     pub shim: Option<PathBuf>,
     pub shim_root: PathBuf,
+    /// The HTTPS endpoint's port (kubelet's 10250).
+    pub port: u16,
 }
 
 /// A binary next to this executable, else the bare name (found in PATH).
@@ -134,6 +136,7 @@ pub async fn run(layout: &Layout, opts: RunOptions) -> Result<(), RunError> {
             root_dir: layout.root.clone(),
             internal_ip: choice.ip,
             kubelet_version,
+            port: opts.port,
         };
         if !loops_started {
             loops_started = true;
@@ -204,13 +207,49 @@ fn start_loops(
         },
         images,
         events: pod::events::Recorder::new(client.clone(), config.node_name.clone()),
-        cluster_dns: config.cluster.cluster_dns,
-        cluster_domain: config.cluster.cluster_domain.clone(),
         cluster_cidr: config.cluster.cluster_cidr.clone(),
+        dns: keel_podspec::etc::DnsSettings {
+            cluster_dns: vec![config.cluster.cluster_dns],
+            cluster_domain: config.cluster.cluster_domain.clone(),
+            host_resolv_conf: PathBuf::from("/etc/resolv.conf"),
+            host_hosts: PathBuf::from("/etc/hosts"),
+        },
+        node_info: pod::node_info(node_ip),
+        host_name: std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default(),
         net: Default::default(),
     });
     tokio::spawn(pod::sync::run(ctx.clone(), stop.clone()));
-    tokio::spawn(pod::network::run(ctx, stop));
+    tokio::spawn(pod::network::run(ctx, stop.clone()));
+    let stats = crate::stats::start(layout, &config.node_name, stop.clone());
+    let server = crate::server::ServerContext {
+        layout: layout.clone(),
+        client: client.clone(),
+        node_name: config.node_name.clone(),
+        node_ips: vec![node_ip],
+        port: opts.port,
+        stats: Some(stats),
+    };
+    let server_stop = stop.clone();
+    tokio::spawn(async move {
+        if let Err(e) = crate::server::run(server, server_stop).await {
+            tracing::error!(error = %e, "the HTTPS endpoint stopped; kubectl logs will not reach this node");
+        }
+    });
+    let services = crate::services::ServicesConfig {
+        node_name: config.node_name.clone(),
+        node_ips: vec![node_ip],
+        cluster_cidr: config.cluster.cluster_cidr.clone(),
+        cluster_dns: config.cluster.cluster_dns,
+        cluster_domain: config.cluster.cluster_domain.clone(),
+        resolv_conf: PathBuf::from("/etc/resolv.conf"),
+    };
+    tokio::spawn(async move {
+        if let Err(e) = crate::services::run(client, services, stop).await {
+            tracing::error!(error = %e, "the service proxy and DNS stopped");
+        }
+    });
     Ok(())
 }
 

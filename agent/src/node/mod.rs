@@ -41,6 +41,8 @@ pub struct NodeContext {
     pub root_dir: PathBuf,
     pub internal_ip: std::net::IpAddr,
     pub kubelet_version: String,
+    /// Port of the agent's HTTPS endpoint (`daemonEndpoints.kubeletEndpoint.Port`).
+    pub port: u16,
 }
 
 fn now_rfc3339() -> String {
@@ -110,7 +112,7 @@ impl NodeContext {
             ],
             "capacity": capacity,
             "allocatable": allocatable,
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.port}},
             "nodeInfo": {
                 "machineID": info.machine_id,
                 "systemUUID": info.system_uuid,

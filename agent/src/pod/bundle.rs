@@ -1,23 +1,39 @@
-//! A container's OCI bundle config: the image's defaults (keel-image) overlaid with the pod
-//! spec (keel-podspec: env, volumes, securityContext, resources) plus what only the executor
-//! knows: the pod's network namespace, cgroup, /etc files and the container id.
+//! A container's OCI bundle config, in keel-podspec's order: ConfigMaps and Secrets the pod
+//! names, volumes, /etc files, the environment, then the runtime spec (image defaults, pod
+//! spec, securityContext, resources) with the pod's network namespace, cgroup and the
+//! container id. Every step is idempotent, so each start of a container runs them all.
 
 use super::Ctx;
 use super::container::StartError;
 use super::images::RegistryAuth;
 use k8s_openapi::api::core::v1::{Container, Pod};
-use serde_json::{Value, json};
+use keel_podspec::ConfigError;
+use keel_podspec::refs::Refs;
 use std::path::Path;
 use std::sync::Arc;
 
-pub struct Refs;
-
-pub async fn fetch_refs(_ctx: &Arc<Ctx>, _pod: &Pod) -> Result<Refs, String> {
-    Ok(Refs)
+fn config_err(e: ConfigError) -> StartError {
+    StartError {
+        reason: e.reason().to_string(),
+        message: e.to_string(),
+    }
 }
 
-pub fn pull_auths(_refs: &Refs, _pod: &Pod) -> Vec<RegistryAuth> {
-    Vec::new()
+pub async fn fetch_refs(ctx: &Arc<Ctx>, pod: &Pod) -> Result<Refs, StartError> {
+    keel_podspec::refs::fetch(&ctx.client, pod)
+        .await
+        .map_err(config_err)
+}
+
+pub fn pull_auths(refs: &Refs, pod: &Pod) -> Vec<RegistryAuth> {
+    keel_podspec::refs::pull_secrets(refs, pod)
+        .into_iter()
+        .map(|a| RegistryAuth {
+            registry: a.registry,
+            username: a.username,
+            password: a.password,
+        })
+        .collect()
 }
 
 pub struct Input<'a> {
@@ -51,91 +67,57 @@ pub fn signal_number(s: &str) -> Option<i32> {
     })
 }
 
-fn err(reason: &str, message: impl Into<String>) -> StartError {
-    StartError {
-        reason: reason.into(),
-        message: message.into(),
-    }
+/// The pod's /etc files and volumes (also run by the sandbox, so FailedMount shows early).
+pub fn prepare_pod(
+    ctx: &Arc<Ctx>,
+    pod: &Pod,
+    pod_dir: &Path,
+    refs: &Refs,
+    ips: &[String],
+) -> Result<(keel_podspec::etc::EtcFiles, keel_podspec::volumes::Volumes), ConfigError> {
+    let etc = keel_podspec::etc::write(pod, pod_dir, &ctx.dns, ips, &ctx.host_name)?;
+    let volumes = keel_podspec::volumes::prepare(pod, pod_dir, refs, &ctx.node_info)?;
+    Ok((etc, volumes))
 }
 
 /// (config.json, container cgroup path, stop signal).
-pub fn build(i: &Input<'_>) -> Result<(Value, String, i32), StartError> {
-    let c = i.container;
-    let overrides = keel_image::spec::Overrides {
-        command: c.command.clone().unwrap_or_default(),
-        args: c.args.clone().unwrap_or_default(),
-        env: c
-            .env
-            .iter()
-            .flatten()
-            .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
-            .collect(),
-        working_dir: c.working_dir.clone(),
-        user: c
-            .security_context
-            .as_ref()
-            .and_then(|s| s.run_as_user)
-            .map(|u| u.to_string()),
-        terminal: false,
-    };
-    let spec = keel_image::spec::build(i.image, i.rootfs, &overrides)
-        .map_err(|e| err("CreateContainerConfigError", e.to_string()))?;
-    let mut v = serde_json::to_value(&spec)
-        .map_err(|e| err("CreateContainerConfigError", e.to_string()))?;
+pub fn build(i: &Input<'_>) -> Result<(serde_json::Value, String, i32), StartError> {
     let uid = i.pod.metadata.uid.as_deref().unwrap_or_default();
     let pod_dir = i.ctx.layout.pod_dir(uid);
     let record = super::record::PodRecord::load(&pod_dir).unwrap_or_default();
-    let cgroup = format!("{}/{}", record.cgroup, i.id);
-    let host_network = i
-        .pod
-        .spec
+    let (etc, volumes) = prepare_pod(i.ctx, i.pod, &pod_dir, i.refs, i.ips).map_err(config_err)?;
+    let env = keel_podspec::env::resolve(i.pod, i.container, i.refs, &i.ctx.node_info, i.ips)
+        .map_err(config_err)?;
+    let termination_log = keel_podspec::spec::termination_log(&pod_dir, &i.container.name, i.id)
+        .map_err(config_err)?;
+    let spec = keel_podspec::spec::build(&keel_podspec::spec::SpecInput {
+        pod: i.pod,
+        container: i.container,
+        image: i.image,
+        rootfs: i.rootfs,
+        env: &env,
+        volumes: &volumes,
+        etc: &etc,
+        netns: record.netns.as_deref(),
+        ipc_ns: None,
+        uts_ns: None,
+        pod_cgroup: &record.cgroup,
+        container_id: i.id,
+        termination_log: Some(&termination_log),
+        memory_capacity: i.ctx.node_info.memory_bytes.max(0) as u64,
+        pids_limit: None,
+    })
+    .map_err(config_err)?;
+    let v = serde_json::to_value(&spec).map_err(|e| StartError {
+        reason: "CreateContainerError".into(),
+        message: e.to_string(),
+    })?;
+    let cgroup = keel_podspec::cgroup::container_path(&record.cgroup, i.id);
+    let stop = spec
+        .annotations()
         .as_ref()
-        .and_then(|s| s.host_network)
-        .unwrap_or(false);
-    if host_network {
-        if let Some(o) = v.as_object_mut() {
-            o.remove("hostname");
-        }
-    } else {
-        v["hostname"] = json!(i.pod.metadata.name.clone().unwrap_or_default());
-    }
-    if let Some(nss) = v
-        .pointer_mut("/linux/namespaces")
-        .and_then(Value::as_array_mut)
-    {
-        nss.retain(|n| n["type"] != "network" && n["type"] != "user" && n["type"] != "cgroup");
-        if let Some(netns) = record.netns.as_ref().filter(|_| !host_network) {
-            nss.push(json!({"type": "network", "path": netns}));
-        }
-        if host_network {
-            nss.retain(|n| n["type"] != "uts");
-        }
-    }
-    v["linux"]["cgroupsPath"] = json!(cgroup);
-    if let Some(mounts) = v.get_mut("mounts").and_then(Value::as_array_mut) {
-        for f in ["hosts", "resolv.conf", "hostname"] {
-            let src = pod_dir.join("etc").join(f);
-            if src.exists() {
-                mounts.push(json!({"destination": format!("/etc/{f}"), "type": "bind", "source": src, "options": ["rbind", "rprivate", "rw"]}));
-            }
-        }
-    }
-    if let Some(mem) = c
-        .resources
-        .as_ref()
-        .and_then(|r| r.limits.as_ref())
-        .and_then(|l| l.get("memory"))
-        .and_then(|q| super::quantity_bytes(&q.0))
-    {
-        v["linux"]["resources"]["memory"] = json!({"limit": mem});
-    }
-    let stop = v
-        .pointer(&format!(
-            "/annotations/{}",
-            keel_image::spec::STOP_SIGNAL_ANNOTATION.replace('/', "~1")
-        ))
-        .and_then(Value::as_str)
-        .and_then(signal_number)
+        .and_then(|a| a.get(keel_image::spec::STOP_SIGNAL_ANNOTATION))
+        .and_then(|s| signal_number(s))
         .unwrap_or(15);
     Ok((v, cgroup, stop))
 }

@@ -192,9 +192,7 @@ impl StartJob {
         })?;
         let image = spec.image.clone().unwrap_or_default();
         let policy = super::images::effective_policy(&image, spec.image_pull_policy.as_deref());
-        let refs = bundle::fetch_refs(ctx, &self.pod)
-            .await
-            .map_err(|e| fail("CreateContainerConfigError", e))?;
+        let refs = bundle::fetch_refs(ctx, &self.pod).await?;
         let auths = bundle::pull_auths(&refs, &self.pod);
         let name =
             super::images::Images::normalize(&image).map_err(|f| fail(f.reason, f.message))?;

@@ -34,21 +34,23 @@ pub struct Ctx {
     pub shim: shim::Shim,
     pub images: images::Images,
     pub events: events::Recorder,
-    pub cluster_dns: IpAddr,
-    pub cluster_domain: String,
     pub cluster_cidr: String,
+    /// Cluster DNS settings for pods' resolv.conf.
+    pub dns: keel_podspec::etc::DnsSettings,
+    pub node_info: keel_podspec::downward::NodeInfo,
+    /// This machine's host name (hostNetwork pods' hostname).
+    pub host_name: String,
     /// The node's pod network, made once the Node has a podCIDR.
     pub net: tokio::sync::OnceCell<Arc<podspec_glue::Net>>,
 }
 
 impl Ctx {
-    /// Absolute cgroup path of a pod: `/keel/<node>/<qos>/pod<uid>`.
+    /// Absolute cgroup path of a pod: `/keel/<node>/[burstable|besteffort/]pod<uid>`.
     pub fn pod_cgroup(&self, pod: &Pod) -> String {
-        let qos = qos_class(pod).to_ascii_lowercase();
-        format!(
-            "/keel/{}/{qos}/pod{}",
-            self.node_name,
-            pod.metadata.uid.as_deref().unwrap_or_default()
+        keel_podspec::cgroup::pod_path(
+            &self.node_name,
+            keel_podspec::qos::class(pod),
+            pod.metadata.uid.as_deref().unwrap_or_default(),
         )
     }
 
@@ -65,71 +67,27 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// A Kubernetes quantity in bytes (`128Mi`, `1G`, `1e6`, `500000`).
-pub fn quantity_bytes(q: &str) -> Option<u64> {
-    let q = q.trim();
-    let split = q.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(q.len());
-    let (num, suffix) = q.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let mult: f64 = match suffix {
-        "" => 1.0,
-        "Ki" => 1024.0,
-        "Mi" => 1024.0 * 1024.0,
-        "Gi" => 1024.0 * 1024.0 * 1024.0,
-        "Ti" => 1024f64.powi(4),
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "m" => 1e-3,
-        _ => return None,
-    };
-    Some((n * mult) as u64)
-}
-
-/// The pod's QoS class (Guaranteed, Burstable, BestEffort).
+/// The pod's QoS class name (`status.qosClass`).
 pub fn qos_class(pod: &Pod) -> &'static str {
-    let Some(spec) = pod.spec.as_ref() else {
-        return "BestEffort";
-    };
-    let all: Vec<_> = spec
-        .containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten())
-        .collect();
-    let mut any = false;
-    let mut guaranteed = true;
-    for c in &all {
-        let r = c.resources.clone().unwrap_or_default();
-        let limits = r.limits.unwrap_or_default();
-        let requests = r.requests.unwrap_or_default();
-        any |= !limits.is_empty() || !requests.is_empty();
-        for res in ["cpu", "memory"] {
-            match (limits.get(res), requests.get(res)) {
-                (Some(l), Some(q)) if l == q => {}
-                (Some(_), None) => {}
-                _ => guaranteed = false,
-            }
-        }
-    }
-    if !any {
-        "BestEffort"
-    } else if guaranteed {
-        "Guaranteed"
-    } else {
-        "Burstable"
-    }
+    keel_podspec::qos::class(pod).as_str()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quantities() {
-        assert_eq!(quantity_bytes("128Mi"), Some(128 << 20));
-        assert_eq!(quantity_bytes("1G"), Some(1_000_000_000));
-        assert_eq!(quantity_bytes("500000"), Some(500_000));
-        assert_eq!(quantity_bytes("12Qi"), None);
+/// What the downward API and resource defaults need to know about this node.
+pub fn node_info(node_ip: IpAddr) -> keel_podspec::downward::NodeInfo {
+    let memory_kib: i64 = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as i64;
+    keel_podspec::downward::NodeInfo {
+        host_ips: vec![node_ip.to_string()],
+        cpu_milli: cpus * 1000,
+        memory_bytes: memory_kib * 1024,
     }
 }

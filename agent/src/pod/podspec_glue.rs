@@ -3,19 +3,18 @@
 
 use super::Ctx;
 use k8s_openapi::api::core::v1::Pod;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Handle on the node's pod network.
 pub type Net = keel_podnet::Network;
 
-pub fn ensure_cgroup(_ctx: &Arc<Ctx>, _pod: &Pod, _path: &str) -> Result<(), String> {
-    Ok(())
+pub fn ensure_cgroup(_ctx: &Arc<Ctx>, pod: &Pod, path: &str) -> Result<(), String> {
+    keel_podspec::cgroup::ensure_pod_cgroup(path, pod).map_err(|e| e.to_string())
 }
 
-pub fn remove_cgroup(_path: &str) -> Result<(), String> {
-    Ok(())
+pub fn remove_cgroup(path: &str) -> Result<(), String> {
+    keel_podspec::cgroup::remove_pod_cgroup(path).map_err(|e| e.to_string())
 }
 
 pub async fn network_setup(net: &Net, pod: &Pod) -> Result<(PathBuf, Vec<String>), String> {
@@ -36,38 +35,26 @@ pub async fn network_teardown(net: &Net, uid: &str) -> Result<(), String> {
     net.teardown(uid).await.map_err(|e| e.to_string())
 }
 
-pub fn write_etc(ctx: &Arc<Ctx>, pod: &Pod, dir: &Path, ips: &[String]) -> Result<(), String> {
-    let name = pod.metadata.name.clone().unwrap_or_default();
-    let ns = pod
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
-    let ip = ips.first().cloned().unwrap_or_default();
-    let hosts = format!(
-        "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{name}\n"
-    );
-    let d = &ctx.cluster_domain;
-    let dns: Vec<IpAddr> = vec![ctx.cluster_dns];
-    let resolv = format!(
-        "search {ns}.svc.{d} svc.{d} {d}\n{}options ndots:5\n",
-        dns.iter()
-            .map(|i| format!("nameserver {i}\n"))
-            .collect::<String>()
-    );
-    let w = |f: &str, s: &str| {
-        std::fs::write(dir.join("etc").join(f), s).map_err(|e| format!("writing {f}: {e}"))
-    };
-    w("hosts", &hosts)?;
-    w("resolv.conf", &resolv)?;
-    w("hostname", &format!("{name}\n"))
+/// /etc files and volumes at sandbox time, so a missing ConfigMap shows as FailedMount early.
+pub async fn prepare_pod(
+    ctx: &Arc<Ctx>,
+    pod: &Pod,
+    dir: &Path,
+    ips: &[String],
+) -> Result<(), String> {
+    let refs = keel_podspec::refs::fetch(&ctx.client, pod)
+        .await
+        .map_err(|e| e.to_string())?;
+    super::bundle::prepare_pod(ctx, pod, dir, &refs, ips)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
-pub async fn prepare_volumes(_ctx: &Arc<Ctx>, _pod: &Pod, _dir: &Path) -> Result<(), String> {
-    Ok(())
+pub fn cleanup_volumes(dir: &Path) {
+    if let Err(e) = keel_podspec::volumes::cleanup(dir) {
+        tracing::warn!(dir = %dir.display(), error = %e, "removing volumes");
+    }
 }
-
-pub fn cleanup_volumes(_dir: &Path) {}
 
 /// Plugin folders: next to keel-agent first (where keel-bridge is installed), then the CNI
 /// convention.
@@ -87,6 +74,10 @@ pub fn open_network(ctx: &Arc<Ctx>, pod_cidr: &str) -> Result<Net, String> {
     let cni = ctx.layout.cni();
     let mut cfg = keel_podnet::NetworkConfig::new(cni.join("net.d"), cni_bin_dirs(), cni.clone());
     cfg.pod_cidr = Some(pod_cidr.to_string());
+    // One folder per node: several agents may share a host (the namespace lab).
+    cfg.netns_dir = PathBuf::from("/run/keel")
+        .join(&ctx.node_name)
+        .join("netns");
     cfg.cluster_cidr = Some(ctx.cluster_cidr.clone());
     keel_podnet::Network::new(cfg).map_err(|e| e.to_string())
 }

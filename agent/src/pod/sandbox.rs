@@ -83,8 +83,7 @@ pub async fn create(
         ips
     };
     save_record(ctx, record, |r| r.ips = ips.clone());
-    super::podspec_glue::write_etc(ctx, pod, &dir, &ips).map_err(SandboxError::Mount)?;
-    super::podspec_glue::prepare_volumes(ctx, pod, &dir)
+    super::podspec_glue::prepare_pod(ctx, pod, &dir, &ips)
         .await
         .map_err(SandboxError::Mount)?;
     Ok(ips)
