@@ -1,6 +1,6 @@
 //! The walkthrough on one machine (root): the control plane and an untainted agent in one lab
-//! namespace, the lab registry beside it. A pod with limits runs, serves its page, and its pod
-//! cgroup (`keel/<node>/.../pod<uid>`) carries the limits: `memory.max` and `cpu.max` on
+//! namespace, the lab registry beside it. A pod with limits (Burstable) runs, serves its page,
+//! and its pod cgroup (`keel/<node>/.../pod<uid>`) carries the limits: `memory.max` and `cpu.max` on
 //! cgroup v2 (scripts/test.d/agent-vm.sh runs this test inside a cgroup v2 VM), the memory and
 //! cpu controllers' files on this host's v1 hierarchies.
 
@@ -99,7 +99,8 @@ fn one_node_pod_runs_with_its_limits_in_the_pod_cgroup() {
             "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "limited"},
             "spec": {"containers": [{
                 "name": "web", "image": "nginx:1.14", "ports": [{"containerPort": 80}],
-                "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}}
+                "resources": {"requests": {"cpu": "250m", "memory": "32Mi"},
+                              "limits": {"cpu": "500m", "memory": "64Mi"}}
             }]}
         })
         .to_string(),
@@ -120,7 +121,9 @@ fn one_node_pod_runs_with_its_limits_in_the_pod_cgroup() {
     );
     eprintln!("{}", k.ok(&["get", "pods", "-o", "wide"]));
     assert_eq!(p["spec"]["nodeName"], MASTER);
-    assert_eq!(p["status"]["qosClass"], "Guaranteed", "{p}");
+    // Burstable, not Guaranteed: kubelet gives Guaranteed containers oom_score_adj -997, which
+    // needs CAP_SYS_RESOURCE, and this CI host's bounding set lacks it.
+    assert_eq!(p["status"]["qosClass"], "Burstable", "{p}");
     let url = format!(
         "http://{}/",
         p["status"]["podIP"].as_str().unwrap_or_default()
