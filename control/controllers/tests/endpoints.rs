@@ -212,6 +212,23 @@ fn endpoints_and_slices_follow_pods() {
         let (code, _) = cp.call("GET", "/api/v1/namespaces/default/endpoints/web", None);
         (code == 404 && slices(&cp, "web").is_empty()).then_some(())
     });
+    // A namespace with a service and its endpoints can still be deleted (the controller does
+    // not keep re-creating what the namespace controller removes).
+    k.ok(&["create", "namespace", "tmp"]);
+    cp.ok(
+        "POST",
+        "/api/v1/namespaces/tmp/services",
+        Some(&json!({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
+        "spec": {"selector": {"app": "s"}, "ports": [{"port": 80}]}})),
+    );
+    poll("endpoints in tmp", WAIT, || {
+        (cp.call("GET", "/api/v1/namespaces/tmp/endpoints/s", None).0 == 200).then_some(())
+    });
+    k.ok(&["delete", "namespace", "tmp", "--wait=false"]);
+    poll("namespace tmp gone", Duration::from_secs(60), || {
+        (cp.call("GET", "/api/v1/namespaces/tmp", None).0 == 404).then_some(())
+    });
     // Discovery lists the resource kubectl needs for `get endpointslices`.
     let res = k.ok(&["api-resources", "--api-group=discovery.k8s.io"]);
     assert!(res.contains("endpointslices"), "{res}");
