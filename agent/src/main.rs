@@ -164,13 +164,21 @@ fn main() {
             std::process::exit(if ok { 0 } else { 1 });
         }
         Command::Cleanup { root_dir } => runtime().and_then(|rt| {
-            let dns = AgentConfig::load(&Layout::new(&root_dir))
+            let config = AgentConfig::load(&Layout::new(&root_dir)).ok();
+            let dns = config
+                .as_ref()
                 .map(|c| c.cluster.cluster_dns)
-                .unwrap_or_else(|_| keel_agent::state::ClusterSettings::default().cluster_dns);
+                .unwrap_or_else(|| keel_agent::state::ClusterSettings::default().cluster_dns);
             rt.block_on(async {
                 keel_agent::services::cleanup(dns)?;
                 keel_podnet::routes::cleanup().await?;
+                let left = config
+                    .map(|c| keel_agent::pod::remove_node_cgroups(&c.node_name))
+                    .unwrap_or_default();
                 println!("removed the service rules, the DNS address, the pod routes and the masquerade table");
+                for l in left {
+                    println!("kept {l}: pods still run in it");
+                }
                 Ok(())
             })
         }),

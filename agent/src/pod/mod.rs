@@ -91,3 +91,25 @@ pub fn node_info(node_ip: IpAddr) -> keel_podspec::downward::NodeInfo {
         memory_bytes: memory_kib * 1024,
     }
 }
+
+/// Removes this node's empty cgroup tree (`/keel/<node>` and its QoS folders) in every
+/// hierarchy; returns the folders that still hold pods.
+pub fn remove_node_cgroups(node: &str) -> Vec<String> {
+    let layout = keel_podspec::cgroup::Layout::detect();
+    let mut kept = Vec::new();
+    for (_, dir) in layout.dirs(&format!("/keel/{node}")) {
+        for sub in ["burstable", "besteffort", ""] {
+            let d = if sub.is_empty() {
+                dir.clone()
+            } else {
+                dir.join(sub)
+            };
+            if let Err(e) = std::fs::remove_dir(&d)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                kept.push(d.display().to_string());
+            }
+        }
+    }
+    kept
+}
