@@ -11,14 +11,21 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn cpu_time() -> Duration {
+/// (user, system) CPU time of this thread.
+fn times() -> (Duration, Duration) {
     getrusage(UsageWho::RUSAGE_THREAD)
         .map(|r| {
-            let (u, s) = (r.user_time(), r.system_time());
-            Duration::from_micros((u.tv_sec() * 1_000_000 + u.tv_usec()) as u64)
-                + Duration::from_micros((s.tv_sec() * 1_000_000 + s.tv_usec()) as u64)
+            let us = |t: nix::sys::time::TimeVal| {
+                Duration::from_micros((t.tv_sec() * 1_000_000 + t.tv_usec()) as u64)
+            };
+            (us(r.user_time()), us(r.system_time()))
         })
         .unwrap_or_default()
+}
+
+fn cpu_time() -> Duration {
+    let (u, s) = times();
+    u + s
 }
 
 struct Cleanup {
@@ -117,6 +124,7 @@ fn main() -> anyhow::Result<()> {
     let first = collector.collect(); // includes the du walks
     let with_net = first.pods.iter().filter(|p| p.network.is_some()).count();
     let measured: usize = first.pods.iter().map(|p| p.containers.len()).sum();
+    let (u0, s0) = times();
     let mut cpu = Vec::with_capacity(passes);
     let mut wall = Vec::with_capacity(passes);
     for _ in 0..passes {
@@ -126,6 +134,7 @@ fn main() -> anyhow::Result<()> {
         wall.push(w0.elapsed());
         std::hint::black_box(s);
     }
+    let (u1, s1) = times();
     cpu.sort();
     wall.sort();
     let mean = |v: &[Duration]| v.iter().sum::<Duration>() / v.len().max(1) as u32;
@@ -143,10 +152,25 @@ fn main() -> anyhow::Result<()> {
         cpu[passes * 95 / 100].as_secs_f64() * 1e3
     );
     println!(
+        "of which user {:.3} ms, system {:.3} ms per pass (mean)",
+        (u1 - u0).as_secs_f64() * 1e3 / passes as f64,
+        (s1 - s0).as_secs_f64() * 1e3 / passes as f64
+    );
+    println!(
         "wall per pass: mean {:.3} ms, median {:.3} ms",
         mean(&wall).as_secs_f64() * 1e3,
         wall[passes / 2].as_secs_f64() * 1e3
     );
+    // Resident memory of this process with the collector's state for all those pods (the
+    // agent's stats share of RSS, plus the benchmark's own small footprint).
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().to_string()))
+        })
+        .unwrap_or_default();
+    println!("process RSS after the passes: {rss}");
     drop(guard);
     Ok(())
 }

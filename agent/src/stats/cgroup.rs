@@ -3,8 +3,8 @@
 //! follows cAdvisor's libcontainer handler and the kernel's cgroup-v1/cgroup-v2 documentation
 //! (see `shared/reference/network.md` section 4).
 
+use super::reader::Reader;
 use super::sample::{CgroupSample, Cpu, Memory};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// v1 `cpuacct.stat` counts USER_HZ ticks; USER_HZ is 100 on every Linux ABI (times(2)).
@@ -51,46 +51,55 @@ impl Hierarchy {
     }
 
     /// One process of the cgroup itself (not its children), for reading its network namespace.
-    pub fn first_pid(&self, cgroup: &str, buf: &mut String) -> Option<u32> {
+    pub fn first_pid(&self, cgroup: &str, r: &mut Reader) -> Option<u32> {
         let path = self.dir("memory", cgroup).join("cgroup.procs");
-        read_into(&path, buf)?;
-        buf.lines().find_map(|l| l.trim().parse().ok())
+        r.text(&path)?.lines().find_map(|l| l.trim().parse().ok())
     }
 
-    /// Everything this module knows about `cgroup`; absent files leave figures out.
-    pub fn read(&self, cgroup: &str, buf: &mut String) -> CgroupSample {
+    /// What this module knows about `cgroup`; absent files leave figures out. The figures
+    /// `kubectl top`, the summary's rate and eviction need (CPU usage, memory usage and
+    /// memory.stat) are read on every pass; with `detail` false the others (limits, peaks,
+    /// fail counts, OOM kills, throttling, user/system split, pids) are skipped, and the
+    /// collector carries them over from its last detailed pass (`fill`).
+    pub fn read(&self, cgroup: &str, r: &mut Reader, detail: bool) -> CgroupSample {
         match self {
-            Hierarchy::V2 { .. } => self.read_v2(cgroup, buf),
-            Hierarchy::V1 { .. } => self.read_v1(cgroup, buf),
+            Hierarchy::V2 { .. } => self.read_v2(cgroup, r, detail),
+            Hierarchy::V1 { .. } => self.read_v1(cgroup, r, detail),
         }
     }
 
-    fn read_v2(&self, cgroup: &str, buf: &mut String) -> CgroupSample {
+    fn read_v2(&self, cgroup: &str, r: &mut Reader, detail: bool) -> CgroupSample {
         let dir = self.dir("", cgroup);
-        let cpu = read_into(&dir.join("cpu.stat"), buf).map(|()| cpu_stat_v2(buf));
-        let memory = read_u64(&dir.join("memory.current"), buf).map(|usage| {
-            let stat = read_into(&dir.join("memory.stat"), buf)
-                .map(|()| MemoryStat::parse(buf, false))
+        let cpu = r.text(&dir.join("cpu.stat")).map(cpu_stat_v2);
+        let memory = r.u64(&dir.join("memory.current")).map(|usage| {
+            let stat = r
+                .text(&dir.join("memory.stat"))
+                .map(|t| MemoryStat::parse(t, false))
                 .unwrap_or_default();
-            let events = read_into(&dir.join("memory.events"), buf)
-                .map(|()| (keyed(buf, "max"), keyed(buf, "oom_kill")))
-                .unwrap_or_default();
-            Memory {
+            let mut m = Memory {
                 usage,
                 working_set: usage.saturating_sub(stat.inactive_file),
                 rss: stat.rss,
                 cache: stat.cache,
                 mapped_file: stat.mapped_file,
-                swap: read_u64(&dir.join("memory.swap.current"), buf),
-                max_usage: read_u64(&dir.join("memory.peak"), buf),
-                limit: read_u64(&dir.join("memory.max"), buf).filter(|l| *l < UNLIMITED),
-                failcnt: events.0,
                 page_faults: stat.pgfault,
                 major_page_faults: stat.pgmajfault,
-                oom_kills: events.1,
+                ..Default::default()
+            };
+            if detail {
+                let events = r
+                    .text(&dir.join("memory.events"))
+                    .map(|t| (keyed(t, "max"), keyed(t, "oom_kill")))
+                    .unwrap_or_default();
+                m.failcnt = events.0;
+                m.oom_kills = events.1;
+                m.swap = r.u64(&dir.join("memory.swap.current"));
+                m.max_usage = r.u64(&dir.join("memory.peak"));
+                m.limit = r.u64(&dir.join("memory.max")).filter(|l| *l < UNLIMITED);
             }
+            m
         });
-        let processes = read_u64(&dir.join("pids.current"), buf);
+        let processes = detail.then(|| r.u64(&dir.join("pids.current"))).flatten();
         CgroupSample {
             cpu,
             memory,
@@ -98,53 +107,83 @@ impl Hierarchy {
         }
     }
 
-    fn read_v1(&self, cgroup: &str, buf: &mut String) -> CgroupSample {
+    fn read_v1(&self, cgroup: &str, r: &mut Reader, detail: bool) -> CgroupSample {
         let acct = self.dir("cpuacct", cgroup);
-        let cpu = read_u64(&acct.join("cpuacct.usage"), buf).map(|usage_ns| {
-            let (user, system) = read_into(&acct.join("cpuacct.stat"), buf)
-                .map(|()| (keyed(buf, "user"), keyed(buf, "system")))
-                .unwrap_or_default();
+        let cpu = r.u64(&acct.join("cpuacct.usage")).map(|usage_ns| {
             let mut cpu = Cpu {
                 usage_ns,
-                user_ns: user.map(|t| t * NS_PER_TICK),
-                system_ns: system.map(|t| t * NS_PER_TICK),
                 ..Default::default()
             };
-            if read_into(&self.dir("cpu", cgroup).join("cpu.stat"), buf).is_some() {
-                cpu.periods = keyed(buf, "nr_periods");
-                cpu.throttled_periods = keyed(buf, "nr_throttled");
-                cpu.throttled_ns = keyed(buf, "throttled_time");
+            if detail {
+                if let Some(t) = r.text(&acct.join("cpuacct.stat")) {
+                    cpu.user_ns = keyed(t, "user").map(|v| v * NS_PER_TICK);
+                    cpu.system_ns = keyed(t, "system").map(|v| v * NS_PER_TICK);
+                }
+                if let Some(t) = r.text(&self.dir("cpu", cgroup).join("cpu.stat")) {
+                    cpu.periods = keyed(t, "nr_periods");
+                    cpu.throttled_periods = keyed(t, "nr_throttled");
+                    cpu.throttled_ns = keyed(t, "throttled_time");
+                }
             }
             cpu
         });
         let mem = self.dir("memory", cgroup);
-        let memory = read_u64(&mem.join("memory.usage_in_bytes"), buf).map(|usage| {
-            let stat = read_into(&mem.join("memory.stat"), buf)
-                .map(|()| MemoryStat::parse(buf, true))
+        let memory = r.u64(&mem.join("memory.usage_in_bytes")).map(|usage| {
+            let stat = r
+                .text(&mem.join("memory.stat"))
+                .map(|t| MemoryStat::parse(t, true))
                 .unwrap_or_default();
-            Memory {
+            let mut m = Memory {
                 usage,
                 working_set: usage.saturating_sub(stat.inactive_file),
                 rss: stat.rss,
                 cache: stat.cache,
                 mapped_file: stat.mapped_file,
                 swap: stat.swap,
-                max_usage: read_u64(&mem.join("memory.max_usage_in_bytes"), buf),
-                limit: read_u64(&mem.join("memory.limit_in_bytes"), buf).filter(|l| *l < UNLIMITED),
-                failcnt: read_u64(&mem.join("memory.failcnt"), buf),
                 page_faults: stat.pgfault,
                 major_page_faults: stat.pgmajfault,
-                oom_kills: read_into(&mem.join("memory.oom_control"), buf)
-                    .and_then(|()| keyed(buf, "oom_kill")),
+                ..Default::default()
+            };
+            if detail {
+                m.max_usage = r.u64(&mem.join("memory.max_usage_in_bytes"));
+                m.limit = r
+                    .u64(&mem.join("memory.limit_in_bytes"))
+                    .filter(|l| *l < UNLIMITED);
+                m.failcnt = r.u64(&mem.join("memory.failcnt"));
+                m.oom_kills = r
+                    .text(&mem.join("memory.oom_control"))
+                    .and_then(|t| keyed(t, "oom_kill"));
             }
+            m
         });
-        let processes = read_u64(&self.dir("pids", cgroup).join("pids.current"), buf);
+        let processes = detail
+            .then(|| r.u64(&self.dir("pids", cgroup).join("pids.current")))
+            .flatten();
         CgroupSample {
             cpu,
             memory,
             processes,
         }
     }
+}
+
+/// Completes a sample read without `detail` with the figures of the last detailed one.
+pub fn fill(s: &mut CgroupSample, last: &CgroupSample) {
+    if let (Some(c), Some(l)) = (s.cpu.as_mut(), last.cpu.as_ref()) {
+        c.user_ns = c.user_ns.or(l.user_ns);
+        c.system_ns = c.system_ns.or(l.system_ns);
+        c.periods = c.periods.or(l.periods);
+        c.throttled_periods = c.throttled_periods.or(l.throttled_periods);
+        c.throttled_ns = c.throttled_ns.or(l.throttled_ns);
+    }
+    if let (Some(m), Some(l)) = (s.memory.as_mut(), last.memory.as_ref()) {
+        m.swap = m.swap.or(l.swap);
+        m.max_usage = m.max_usage.or(l.max_usage);
+        m.limit = m.limit.or(l.limit);
+        m.failcnt = m.failcnt.or(l.failcnt);
+        m.oom_kills = m.oom_kills.or(l.oom_kills);
+    }
+    s.processes = s.processes.or(last.processes);
 }
 
 /// `cpu.stat` of cgroup v2 (microseconds) in nanoseconds.
@@ -219,19 +258,6 @@ pub fn keyed(text: &str, key: &str) -> Option<u64> {
     })
 }
 
-/// Reads a whole file into `buf` (reused between reads to save allocations).
-pub fn read_into(path: &Path, buf: &mut String) -> Option<()> {
-    buf.clear();
-    std::fs::File::open(path).ok()?.read_to_string(buf).ok()?;
-    Some(())
-}
-
-/// A file holding one number; `max` (v2's "no limit") and anything unparsable give None.
-pub fn read_u64(path: &Path, buf: &mut String) -> Option<u64> {
-    read_into(path, buf)?;
-    buf.trim().parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,7 +324,7 @@ mod tests {
         write(&d, "pids.current", "3\n");
         let h = Hierarchy::detect(t.path());
         assert!(matches!(h, Hierarchy::V2 { .. }));
-        let s = h.read("/keel/n1/pod1", &mut String::new());
+        let s = h.read("/keel/n1/pod1", &mut Reader::new(), true);
         let cpu = s.cpu.expect("cpu");
         assert_eq!(cpu.usage_ns, 2_000_000_000);
         let m = s.memory.expect("memory");
@@ -341,19 +367,26 @@ mod tests {
         );
         write(&m, "cgroup.procs", "42\n43\n");
         write(&h.dir("pids", cg), "pids.current", "2\n");
-        let s = h.read(cg, &mut String::new());
-        let cpu = s.cpu.expect("cpu");
+        let mut r = Reader::new();
+        let s = h.read(cg, &mut r, true);
+        let cpu = s.cpu.clone().expect("cpu");
         assert_eq!(cpu.usage_ns, 3_000_000_000);
         assert_eq!(cpu.user_ns, Some(2_000_000_000));
         assert_eq!(cpu.system_ns, Some(1_000_000_000));
         assert_eq!(cpu.throttled_ns, Some(900));
-        let mem = s.memory.expect("memory");
+        let mem = s.memory.clone().expect("memory");
         assert_eq!(mem.working_set, 4194304 - 524288);
         assert_eq!(mem.limit, None);
         assert_eq!(mem.max_usage, Some(5000000));
         assert_eq!(mem.oom_kills, Some(2));
         assert_eq!(s.processes, Some(2));
-        assert_eq!(h.first_pid(cg, &mut String::new()), Some(42));
+        assert_eq!(h.first_pid(cg, &mut r), Some(42));
+        let fast = h.read(cg, &mut r, false);
+        assert_eq!(fast.processes, None);
+        assert_eq!(fast.memory.as_ref().and_then(|m| m.max_usage), None);
+        let mut filled = fast.clone();
+        fill(&mut filled, &s);
+        assert_eq!(filled, s);
         assert!(h.exists(cg));
         assert!(!h.exists("/keel/n1/gone"));
     }
@@ -361,7 +394,7 @@ mod tests {
     #[test]
     fn missing_cgroup_reads_as_empty() {
         let t = tempfile::tempdir().expect("tempdir");
-        let s = Hierarchy::detect(t.path()).read("/nope", &mut String::new());
+        let s = Hierarchy::detect(t.path()).read("/nope", &mut Reader::new(), true);
         assert_eq!(s, CgroupSample::default());
     }
 }

@@ -25,6 +25,7 @@ pub mod http;
 pub mod pressure;
 pub mod procfs;
 pub mod prometheus;
+pub mod reader;
 pub mod registry;
 pub mod sample;
 pub mod summary;
