@@ -352,6 +352,7 @@ impl Drop for Cluster {
         // nodes' cgroups before the namespaces go.
         self.lab.sweep();
         for a in &self.agents {
+            teardown::remove_node_runtime(&a.name);
             teardown::remove_node_cgroups(&a.name);
         }
     }

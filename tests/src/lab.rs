@@ -259,6 +259,7 @@ impl Lab {
         teardown::kill_processes(&paths, dir);
         teardown::unmount_under(dir);
         for node in nodes {
+            teardown::remove_node_runtime(node);
             teardown::remove_node_cgroups(node);
         }
         for n in &names {

@@ -1,8 +1,9 @@
 //! Leaving nothing behind after a lab: the processes still running in its network namespaces
 //! (agents, supervisors, registries) and in the pod namespaces an agent bind-mounted under the
-//! lab's folder (containers), the mounts under that folder (pod netns files, rootfs overlays,
-//! volumes), and the agents' cgroup subtrees (`keel/<node>` in every v1 hierarchy and in a v2
-//! mount). Supervisors outlive their agent on purpose, so a test cannot rely on the agent to
+//! lab's folder or under `/run/keel/<node>` (containers), the mounts there (pod netns files,
+//! rootfs overlays, volumes), and the agents' cgroup subtrees (`keel/<node>` in every v1
+//! hierarchy and in a v2 mount). Node names key the last two, so two labs must not run nodes
+//! of the same name at once. Supervisors outlive their agent on purpose, so a test cannot rely on the agent to
 //! stop them. Everything here is best effort and idempotent: it runs from Drop guards.
 
 use std::collections::HashSet;
@@ -128,6 +129,22 @@ pub fn unmount_under(dir: &Path) {
                 .status();
         }
     }
+}
+
+/// Where an agent keeps per-node runtime files outside its root dir: the pod network namespace
+/// files, `/run/keel/<node>/netns/<uid>` (agent/src/pod/podspec_glue.rs).
+pub const AGENT_RUN_DIR: &str = "/run/keel";
+
+/// Kills what runs in the pod namespaces mounted under `/run/keel/<node>`, unmounts them and
+/// removes the folder.
+pub fn remove_node_runtime(node: &str) {
+    let dir = Path::new(AGENT_RUN_DIR).join(node);
+    if !dir.exists() {
+        return;
+    }
+    kill_processes(&[], &dir);
+    unmount_under(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The `keel/<node>` cgroup folders of every hierarchy mounted under /sys/fs/cgroup.
