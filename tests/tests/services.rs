@@ -7,7 +7,8 @@
 //! DNS answers from inside a pod namespace, and that rules go with the Service.
 //!
 //! Everything is named `ksvc-<pid>-*` and removed by Drop guards, also on failure.
-//! Build first: `cargo build -p keel-control && cargo build -p keel-agent --example node_services`.
+//! The second test runs the same checks with real pods on the one-node cluster fixture.
+//! Build first: `cargo build --workspace --bins && cargo build -p keel-agent --example node_services`.
 
 use keel_tests::kubectl::Kubectl;
 use keel_tests::poll;
@@ -509,4 +510,168 @@ fn services_route_and_resolve_in_a_namespace_lab() {
     assert!(!nft_table(&node).contains("table ip keel"));
     assert!(!lo_addrs(&node).contains("10.96.0.10"));
     eprintln!("first route after {first_route:?}");
+}
+
+/// The same with real pods (the one-node cluster fixture: control plane and agent in one lab
+/// namespace, images from the lab registry): `kubectl create deploy` + `kubectl expose`,
+/// both replicas in the Endpoints, the ClusterIP answering from the node, a pod reaching the
+/// service by `web`, `web.default` and the full name through the node-local DNS, a pod whose
+/// readiness probe fails listed as not ready and left out of the rules, and the rules leaving
+/// with the Service.
+#[test]
+fn services_with_real_pods_on_one_node() {
+    use keel_tests::cluster::{Cluster, ClusterSpec, MASTER};
+    let c = Cluster::start("svc", ClusterSpec::one_node());
+    let k = c.kubectl();
+    // The node's own traffic to a ClusterIP needs a route before nat OUTPUT rewrites it (as
+    // with kube-proxy); a one-node lab machine has no default route, real hosts do.
+    let r = c.run_in(
+        MASTER,
+        "ip",
+        &["route", "replace", "default", "dev", "eth1"],
+    );
+    assert!(r.ok, "default route on the lab node: {}", r.stderr);
+    k.ok(&[
+        "create",
+        "deploy",
+        "web",
+        "--image=nginx:1.14",
+        "--replicas=2",
+        "--port=80",
+    ]);
+    k.ok(&["expose", "deploy", "web", "--port", "80"]);
+    poll(
+        "both replicas in kubectl get endpoints web",
+        Duration::from_secs(180),
+        || {
+            let out = k.run(&[
+                "get",
+                "endpoints",
+                "web",
+                "-o",
+                "jsonpath={.subsets[*].addresses[*].ip}",
+            ]);
+            (out.ok && out.stdout.split_whitespace().count() == 2).then_some(())
+        },
+    );
+    eprintln!("{}", k.ok(&["get", "pods,svc,endpoints", "-o", "wide"]));
+    let ip = k
+        .ok(&["get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"])
+        .trim()
+        .to_string();
+    let url = format!("http://{ip}/");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out = c.run_in(MASTER, "curl", &["-sS", "-m", "5", &url]);
+        if out.stdout.contains("Welcome to nginx!") {
+            break;
+        }
+        if Instant::now() > deadline {
+            let nft = c.run_in(MASTER, "nft", &["list", "ruleset"]).stdout;
+            let routes = c.run_in(MASTER, "ip", &["route"]).stdout;
+            let addrs = c.run_in(MASTER, "ip", &["-br", "addr"]).stdout;
+            panic!(
+                "web's ClusterIP {url} from the node: {}\nroutes:\n{routes}\naddrs:\n{addrs}\nnft:\n{nft}\n{}",
+                out.stderr,
+                c.diagnostics()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // A pod resolves the service through the node-local DNS (search path from its
+    // resolv.conf) and fetches the page through the ClusterIP.
+    let script = "cat /etc/resolv.conf; for n in web web.default web.default.svc.cluster.local; do \
+        timeout 15 wget -q -O /tmp/p http://$n/ || exit 3; grep -q 'Welcome to nginx!' /tmp/p || exit 4; echo ok $n; done; \
+        nslookup kubernetes.default.svc.cluster.local || exit 5";
+    k.ok(&[
+        "run",
+        "client",
+        "--image=busybox",
+        "--restart=Never",
+        "--command",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
+    let phase = poll("pod client to finish", Duration::from_secs(120), || {
+        let out = k.run(&["get", "pod", "client", "-o", "jsonpath={.status.phase}"]);
+        let p = out.stdout.trim().to_string();
+        (p == "Succeeded" || p == "Failed").then_some(p)
+    });
+    let state = k.ok(&[
+        "get",
+        "pod",
+        "client",
+        "-o",
+        "jsonpath={.status.containerStatuses[0].state}",
+    ]);
+    let logs = k.run(&["logs", "client"]).stdout;
+    eprintln!("client pod logs:\n{logs}");
+    assert_eq!(
+        phase,
+        "Succeeded",
+        "client pod: {state}\nlogs:\n{logs}\n{}",
+        c.diagnostics()
+    );
+
+    // A pod whose readiness probe fails is listed as not ready and gets no traffic.
+    let manifest = c.lab.path("notready.json");
+    std::fs::write(
+        &manifest,
+        json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "notready", "labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "web", "image": "nginx:1.14", "ports": [{"containerPort": 80}],
+                "readinessProbe": {"exec": {"command": ["cat", "/nonexistent"]}, "periodSeconds": 1}}]}})
+        .to_string(),
+    )
+    .expect("manifest");
+    k.ok(&["apply", "-f", &manifest.to_string_lossy()]);
+    let nr_ip = poll(
+        "notready Running with an IP",
+        Duration::from_secs(120),
+        || {
+            let out = k.run(&[
+                "get",
+                "pod",
+                "notready",
+                "-o",
+                "jsonpath={.status.phase} {.status.podIP}",
+            ]);
+            let v: Vec<&str> = out.stdout.split_whitespace().collect();
+            (v.len() == 2 && v[0] == "Running").then(|| v[1].to_string())
+        },
+    );
+    poll("notready in notReadyAddresses", WAIT, || {
+        let out = k.run(&[
+            "get",
+            "endpoints",
+            "web",
+            "-o",
+            "jsonpath={.subsets[*].notReadyAddresses[*].ip}",
+        ]);
+        out.stdout.contains(&nr_ip).then_some(())
+    });
+    let ready = k.ok(&[
+        "get",
+        "endpoints",
+        "web",
+        "-o",
+        "jsonpath={.subsets[*].addresses[*].ip}",
+    ]);
+    assert!(!ready.contains(&nr_ip), "{ready}");
+    let backends = c
+        .run_in(MASTER, "nft", &["list", "map", "ip", "keel", "backends"])
+        .stdout;
+    assert!(
+        !backends.contains(&nr_ip),
+        "the not-ready pod is a backend:\n{backends}"
+    );
+
+    k.ok(&["delete", "service", "web"]);
+    poll("web's rules removed on the node", WAIT, || {
+        let out = c.run_in(MASTER, "nft", &["list", "table", "ip", "keel"]);
+        (out.ok && !out.stdout.contains(&ip)).then_some(())
+    });
 }
