@@ -1,5 +1,5 @@
-//! Services end to end in network namespaces (never the host's), before real pods exist:
-//! the real `keel-control` (with its endpoints controller) and the node's services loop
+//! Services end to end in network namespaces (never the host's). The first test needs no pod
+//! executor: the real `keel-control` (with its endpoints controller) and the node's services loop
 //! (`keel_agent::services::run`, through the `node_services` example) run inside a "node"
 //! namespace; "pods" are namespaces on the node's bridge running busybox httpd, whose Pod
 //! objects the test marks Running/Ready through `pods/status` (as an agent would). kubectl,
@@ -7,7 +7,8 @@
 //! DNS answers from inside a pod namespace, and that rules go with the Service.
 //!
 //! Everything is named `ksvc-<pid>-*` and removed by Drop guards, also on failure.
-//! The second test runs the same checks with real pods on the one-node cluster fixture.
+//! The other two use the cluster fixture with real pods: one node (expose, names from a pod,
+//! readiness), and three nodes (NodePort on every node, node-local DNS surviving a dead agent).
 //! Build first: `cargo build --workspace --bins && cargo build -p keel-agent --example node_services`.
 
 use keel_tests::kubectl::Kubectl;
@@ -674,4 +675,101 @@ fn services_with_real_pods_on_one_node() {
         let out = c.run_in(MASTER, "nft", &["list", "table", "ip", "keel"]);
         (out.ok && !out.stdout.contains(&ip)).then_some(())
     });
+}
+
+/// Three nodes (master tainted, two workers): a NodePort answers on every node's address from
+/// the registry machine (another lab host), and every node answers DNS on its own copy of the
+/// cluster DNS address, which keeps working on the others when one worker's agent is stopped.
+#[test]
+fn nodeport_and_node_local_dns_across_three_nodes() {
+    use keel_tests::cluster::{Cluster, ClusterSpec, MASTER};
+    let mut c = Cluster::start("svc3", ClusterSpec::default());
+    let k = c.kubectl();
+    c.wait_all_ready(Duration::from_secs(120));
+    k.ok(&[
+        "create",
+        "deploy",
+        "web",
+        "--image=nginx:1.14",
+        "--replicas=2",
+        "--port=80",
+    ]);
+    k.ok(&[
+        "expose", "deploy", "web", "--port", "80", "--type", "NodePort",
+    ]);
+    poll(
+        "both replicas in the endpoints",
+        Duration::from_secs(180),
+        || {
+            let out = k.run(&[
+                "get",
+                "endpoints",
+                "web",
+                "-o",
+                "jsonpath={.subsets[*].addresses[*].ip}",
+            ]);
+            (out.ok && out.stdout.split_whitespace().count() == 2).then_some(())
+        },
+    );
+    eprintln!("{}", k.ok(&["get", "pods,svc,endpoints", "-o", "wide"]));
+    let np = k
+        .ok(&[
+            "get",
+            "svc",
+            "web",
+            "-o",
+            "jsonpath={.spec.ports[0].nodePort}",
+        ])
+        .trim()
+        .to_string();
+    let ip = k
+        .ok(&["get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"])
+        .trim()
+        .to_string();
+    let nodes = [
+        (MASTER, "192.168.56.10"),
+        ("worker01", "192.168.56.11"),
+        ("worker02", "192.168.56.12"),
+    ];
+    for (name, addr) in nodes {
+        let url = format!("http://{addr}:{np}/");
+        poll(
+            &format!("NodePort on {name} ({url}) from another host"),
+            WAIT,
+            || {
+                let out = c.run_in("registry", "curl", &["-s", "-m", "5", &url]);
+                out.stdout.contains("Welcome to nginx!").then_some(())
+            },
+        );
+    }
+    let dig = |c: &Cluster, node: &str| {
+        c.run_in(
+            node,
+            "dig",
+            &[
+                "@10.96.0.10",
+                "+time=2",
+                "+tries=1",
+                "+short",
+                "web.default.svc.cluster.local",
+            ],
+        )
+        .stdout
+        .trim()
+        .to_string()
+    };
+    for (name, _) in nodes {
+        poll(&format!("DNS on {name}"), WAIT, || {
+            (dig(&c, name) == ip).then_some(())
+        });
+    }
+    // One worker's agent dies: the others keep answering from their own copies.
+    c.stop_agent("worker02");
+    for name in [MASTER, "worker01"] {
+        assert_eq!(
+            dig(&c, name),
+            ip,
+            "DNS on {name} after worker02's agent stopped"
+        );
+    }
 }
