@@ -228,8 +228,10 @@ impl Cluster {
         self.agent(name).process.stop();
     }
 
-    /// Starts node `name`'s agent again from its saved state (`keel-agent run`).
+    /// Starts node `name`'s agent again from its saved state (`keel-agent run`), stopping
+    /// the running one first (SIGTERM; use `stop_agent` before to test other ways of dying).
     pub fn restart_agent(&mut self, name: &str) {
+        self.agent(name).process.stop();
         let n = self.agent(name).old_logs.len() + 1;
         let log = self.lab.path(&format!("{name}-agent-run{n}.log"));
         let root = self.agent(name).root.to_string_lossy().into_owned();
@@ -240,7 +242,6 @@ impl Cluster {
         );
         let process = LabProcess::spawn(cmd, log);
         let a = self.agent(name);
-        a.process.stop();
         let old = std::mem::replace(&mut a.process, process);
         a.old_logs.push(old.log.clone());
     }
