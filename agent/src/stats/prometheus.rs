@@ -428,3 +428,94 @@ pub fn resource(s: &Sample) -> String {
     let _ = writeln!(out, "scrape_error 0");
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::sample::{ContainerSample, Cpu, Memory, PodSample};
+
+    fn sample() -> Sample {
+        let stats = CgroupSample {
+            cpu: Some(Cpu {
+                usage_ns: 1_500_000_000,
+                ..Default::default()
+            }),
+            memory: Some(Memory {
+                usage: 300,
+                working_set: 200,
+                ..Default::default()
+            }),
+            processes: Some(1),
+        };
+        Sample {
+            pods: vec![PodSample {
+                namespace: "ns\"1".into(),
+                name: "web".into(),
+                cgroup: "/keel/n1/podu1".into(),
+                stats: stats.clone(),
+                network: Some(vec![Interface {
+                    name: "eth0".into(),
+                    rx_bytes: 42,
+                    ..Default::default()
+                }]),
+                containers: vec![ContainerSample {
+                    name: "app".into(),
+                    id: "abc".into(),
+                    image: "busybox".into(),
+                    cgroup: "/keel/n1/podu1/abc".into(),
+                    stats,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn parse(text: &str) -> prometheus_parse::Scrape {
+        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+            .expect("valid Prometheus text")
+    }
+
+    #[test]
+    fn cadvisor_names_labels_and_escaping() {
+        let s = parse(&cadvisor(&sample()));
+        let find = |m: &str, container: &str| {
+            s.samples
+                .iter()
+                .find(|x| x.metric == m && x.labels.get("container") == Some(container))
+                .unwrap_or_else(|| panic!("{m} {container}"))
+        };
+        let cpu = find("container_cpu_usage_seconds_total", "app");
+        assert!(matches!(cpu.value, prometheus_parse::Value::Counter(v) if v == 1.5));
+        assert_eq!(cpu.labels.get("cpu"), Some("total"));
+        // The quote is escaped (prometheus-parse keeps label escapes as written).
+        assert_eq!(cpu.labels.get("namespace"), Some("ns\\\"1"));
+        assert_eq!(cpu.labels.get("image"), Some("busybox"));
+        assert_eq!(cpu.labels.get("name"), Some("abc"));
+        let pod = find("container_memory_working_set_bytes", "");
+        assert_eq!(pod.labels.get("id"), Some("/keel/n1/podu1"));
+        let rx = find("container_network_receive_bytes_total", "");
+        assert_eq!(rx.labels.get("interface"), Some("eth0"));
+        // The node's root cgroup.
+        assert!(s.samples.iter().any(|x| x.labels.get("id") == Some("/")));
+    }
+
+    #[test]
+    fn resource_metrics_for_metrics_server() {
+        let s = parse(&resource(&sample()));
+        let names: std::collections::BTreeSet<&str> =
+            s.samples.iter().map(|x| x.metric.as_str()).collect();
+        for want in [
+            "node_cpu_usage_seconds_total",
+            "node_memory_working_set_bytes",
+            "container_cpu_usage_seconds_total",
+            "container_memory_working_set_bytes",
+            "pod_cpu_usage_seconds_total",
+            "pod_memory_working_set_bytes",
+            "scrape_error",
+        ] {
+            assert!(names.contains(want), "{want} missing: {names:?}");
+        }
+    }
+}

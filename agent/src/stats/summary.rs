@@ -212,3 +212,105 @@ pub fn render(s: &Sample, only_cpu_and_memory: bool) -> Value {
         "pods": s.pods.iter().map(|p| pod(p, &s.node, &time, only_cpu_and_memory)).collect::<Vec<_>>(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::sample::{CgroupSample, ContainerSample, NodeMemory};
+
+    fn sample() -> Sample {
+        let mem = |ws, limit| Memory {
+            usage: ws + 10,
+            working_set: ws,
+            limit,
+            ..Default::default()
+        };
+        Sample {
+            time: DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default(),
+            node: NodeSample {
+                name: "n1".into(),
+                memory: NodeMemory {
+                    total: 1000,
+                    available: 400,
+                    working_set: 600,
+                    ..Default::default()
+                },
+                fs: Some(FsUsage {
+                    capacity_bytes: Some(100),
+                    available_bytes: Some(40),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            pods: vec![PodSample {
+                namespace: "default".into(),
+                name: "web".into(),
+                uid: "u1".into(),
+                stats: CgroupSample {
+                    cpu: Some(Cpu {
+                        usage_ns: 5,
+                        usage_nano_cores: Some(7),
+                        ..Default::default()
+                    }),
+                    memory: Some(mem(50, None)),
+                    processes: Some(2),
+                },
+                volumes: vec![(
+                    "data".into(),
+                    FsUsage {
+                        used_bytes: 3,
+                        inodes_used: 1,
+                        ..Default::default()
+                    },
+                )],
+                containers: vec![ContainerSample {
+                    name: "app".into(),
+                    stats: CgroupSample {
+                        memory: Some(mem(40, Some(100))),
+                        ..Default::default()
+                    },
+                    logs: Some(FsUsage {
+                        used_bytes: 4,
+                        inodes_used: 2,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    #[test]
+    fn kubelet_shape_with_optional_fields_left_out() {
+        let doc = render(&sample(), false);
+        let p = &doc["pods"][0];
+        assert_eq!(
+            p["podRef"],
+            json!({"name": "web", "namespace": "default", "uid": "u1"})
+        );
+        assert_eq!(p["cpu"]["usageNanoCores"], 7);
+        assert_eq!(p["cpu"]["time"], "2027-01-15T08:00:00Z");
+        // No limit on the pod: no availableBytes; the container's limit gives 100 - 40.
+        assert!(p["memory"].get("availableBytes").is_none());
+        assert_eq!(p["containers"][0]["memory"]["availableBytes"], 60);
+        assert!(p["containers"][0].get("cpu").is_none());
+        // Logs on nodefs: capacity and availability from it; ephemeral storage sums all.
+        assert_eq!(p["containers"][0]["logs"]["capacityBytes"], 100);
+        assert_eq!(p["volume"][0]["name"], "data");
+        assert_eq!(p["ephemeral-storage"]["usedBytes"], 7);
+        assert_eq!(p["process_stats"]["process_count"], 2);
+        assert_eq!(doc["node"]["memory"]["availableBytes"], 400);
+        assert_eq!(doc["node"]["fs"]["availableBytes"], 40);
+    }
+
+    #[test]
+    fn only_cpu_and_memory() {
+        let doc = render(&sample(), true);
+        let p = &doc["pods"][0];
+        assert!(p.get("volume").is_none() && p.get("ephemeral-storage").is_none());
+        assert!(p["containers"][0].get("logs").is_none());
+        assert!(doc["node"].get("fs").is_none());
+        assert!(p.get("memory").is_some());
+    }
+}
