@@ -298,6 +298,18 @@ fn status_patch(ip: &str, ready: bool) -> String {
     .to_string()
 }
 
+/// The cluster tests below share node names (`master`), and a lab's teardown removes the
+/// `keel/<node>` cgroups and runtime state by node name: two of them must not run at once in
+/// this binary (cargo runs tests on parallel threads).
+static CLUSTERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_cluster_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    // A test that panicked while holding it has torn its cluster down already.
+    CLUSTERS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[test]
 fn services_route_and_resolve_in_a_namespace_lab() {
     let control = built("keel-control", "cargo build -p keel-control");
@@ -522,6 +534,7 @@ fn services_route_and_resolve_in_a_namespace_lab() {
 #[test]
 fn services_with_real_pods_on_one_node() {
     use keel_tests::cluster::{Cluster, ClusterSpec, MASTER};
+    let _one_cluster = one_cluster_at_a_time();
     let c = Cluster::start("svc", ClusterSpec::one_node());
     let k = c.kubectl();
     // The node's own traffic to a ClusterIP needs a route before nat OUTPUT rewrites it (as
@@ -683,6 +696,7 @@ fn services_with_real_pods_on_one_node() {
 #[test]
 fn nodeport_and_node_local_dns_across_three_nodes() {
     use keel_tests::cluster::{Cluster, ClusterSpec, MASTER};
+    let _one_cluster = one_cluster_at_a_time();
     let mut c = Cluster::start("svc3", ClusterSpec::default());
     let k = c.kubectl();
     c.wait_all_ready(Duration::from_secs(120));
@@ -772,4 +786,404 @@ fn nodeport_and_node_local_dns_across_three_nodes() {
             "DNS on {name} after worker02's agent stopped"
         );
     }
+}
+
+/// Helpers for the real-pod tests below (cluster fixture, kubectl in the master's namespace).
+mod pods {
+    use keel_tests::cluster::Cluster;
+    use keel_tests::poll;
+    use std::time::Duration;
+
+    /// `kubectl apply -f` of `obj`, written into the lab folder as `<name>.json`.
+    pub fn apply(c: &Cluster, name: &str, obj: &serde_json::Value) {
+        let f = c.lab.path(&format!("{name}.json"));
+        std::fs::write(&f, obj.to_string()).expect("manifest");
+        c.kubectl().ok(&["apply", "-f", &f.to_string_lossy()]);
+    }
+
+    /// A Deployment of `replicas` busybox pods labelled `app=<name>` running `script` (sh -c).
+    pub fn deployment(name: &str, replicas: u32, script: &str) -> serde_json::Value {
+        serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                "template": {"metadata": {"labels": {"app": name}},
+                    "spec": {"terminationGracePeriodSeconds": 5, "containers": [{"name": "main",
+                        "image": "busybox", "command": ["sh", "-c", script],
+                        "ports": [{"containerPort": 80}]}]}}}})
+    }
+
+    /// Polls until Service `svc`'s Endpoints list `n` ready addresses; returns them.
+    pub fn wait_ready_endpoints(c: &Cluster, svc: &str, n: usize) -> Vec<String> {
+        let k = c.kubectl();
+        poll(
+            &format!("{n} ready addresses in kubectl get endpoints {svc}"),
+            Duration::from_secs(180),
+            || {
+                let out = k.run(&[
+                    "get",
+                    "endpoints",
+                    svc,
+                    "-o",
+                    "jsonpath={.subsets[*].addresses[*].ip}",
+                ]);
+                let ips: Vec<String> = out.stdout.split_whitespace().map(str::to_string).collect();
+                (out.ok && ips.len() == n).then_some(ips)
+            },
+        )
+    }
+
+    /// The ClusterIP of Service `svc`.
+    pub fn cluster_ip(c: &Cluster, svc: &str) -> String {
+        c.kubectl()
+            .ok(&["get", "svc", svc, "-o", "jsonpath={.spec.clusterIP}"])
+            .trim()
+            .to_string()
+    }
+
+    /// Runs `script` in a busybox pod `name` (restartPolicy Never) to its end; returns its
+    /// phase and logs.
+    pub fn run_to_end(c: &Cluster, name: &str, script: &str) -> (String, String) {
+        let k = c.kubectl();
+        k.ok(&[
+            "run",
+            name,
+            "--image=busybox",
+            "--restart=Never",
+            "--command",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ]);
+        let phase = poll(
+            &format!("pod {name} to finish"),
+            Duration::from_secs(180),
+            || {
+                let out = k.run(&["get", "pod", name, "-o", "jsonpath={.status.phase}"]);
+                let p = out.stdout.trim().to_string();
+                (p == "Succeeded" || p == "Failed").then_some(p)
+            },
+        );
+        let logs = k.run(&["logs", name]).stdout;
+        eprintln!("pod {name} ({phase}) logs:\n{logs}");
+        (phase, logs)
+    }
+
+    /// The IPv4 `nameserver`s of a resolv.conf text (what keel-dns forwards to).
+    pub fn ipv4_nameservers(text: &str) -> Vec<std::net::Ipv4Addr> {
+        text.lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next() == Some("nameserver")).then(|| w.next())?
+            })
+            .filter_map(|a| a.parse().ok())
+            .collect()
+    }
+}
+
+/// sessionAffinity ClientIP and hairpin with real pods on one node. Two replicas answer with
+/// their own host name (the pod name); from one client pod, ten requests to the ClientIP
+/// Service all reach one replica, and twenty to a Service without affinity over the same pods
+/// reach both. A one-replica Service whose pod fetches its own Service's name gets its own page
+/// (the endpoint is the client: DNAT back to the sender, masqueraded by `local-masq`).
+#[test]
+fn session_affinity_and_hairpin_with_real_pods() {
+    use keel_tests::cluster::{Cluster, ClusterSpec, MASTER};
+    let _one_cluster = one_cluster_at_a_time();
+    let c = Cluster::start("svcaff", ClusterSpec::one_node());
+    let k = c.kubectl();
+    // The node's own checks of ClusterIPs need a route (see services_with_real_pods_on_one_node).
+    let r = c.run_in(
+        MASTER,
+        "ip",
+        &["route", "replace", "default", "dev", "eth1"],
+    );
+    assert!(r.ok, "default route on the lab node: {}", r.stderr);
+
+    // Each replica serves its host name; the shell ends on SIGTERM (httpd as PID 1 would not).
+    let page = "trap 'exit 0' TERM; mkdir -p /tmp/www; hostname > /tmp/www/index.html; \
+        httpd -f -p 80 -h /tmp/www & wait";
+    pods::apply(&c, "who", &pods::deployment("who", 2, page));
+    k.ok(&[
+        "expose",
+        "deploy",
+        "who",
+        "--name",
+        "who-sticky",
+        "--port",
+        "80",
+        "--session-affinity=ClientIP",
+    ]);
+    k.ok(&[
+        "expose", "deploy", "who", "--name", "who-any", "--port", "80",
+    ]);
+    // The pod fetches its own Service by name once a second and prints what it got.
+    let selfie = "trap 'exit 0' TERM; mkdir -p /tmp/www; echo hairpin-$(hostname) > /tmp/www/index.html; \
+        httpd -p 80 -h /tmp/www; while true; do timeout 10 wget -q -O - http://selfie/ || echo FAIL; sleep 1; done";
+    pods::apply(&c, "selfie", &pods::deployment("selfie", 1, selfie));
+    k.ok(&["expose", "deploy", "selfie", "--port", "80"]);
+
+    pods::wait_ready_endpoints(&c, "who-sticky", 2);
+    pods::wait_ready_endpoints(&c, "who-any", 2);
+    let names: BTreeSet<String> = k
+        .ok(&[
+            "get",
+            "pods",
+            "-l",
+            "app=who",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ])
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(names.len(), 2, "two who pods: {names:?}");
+    eprintln!("{}", k.ok(&["get", "pods,svc,endpoints", "-o", "wide"]));
+    // Both Services answer from the node before the client pod starts (rules synced).
+    for svc in ["who-sticky", "who-any"] {
+        let url = format!("http://{}/", pods::cluster_ip(&c, svc));
+        poll(&format!("{svc} ({url}) from the node"), WAIT, || {
+            let out = c.run_in(MASTER, "curl", &["-s", "-m", "5", &url]);
+            names.contains(out.stdout.trim()).then_some(())
+        });
+    }
+
+    let script = "for i in $(seq 10); do timeout 15 wget -q -O - http://who-sticky/ || echo FAIL; done; \
+        echo ---; for i in $(seq 20); do timeout 15 wget -q -O - http://who-any/ || echo FAIL; done";
+    let (phase, logs) = pods::run_to_end(&c, "client", script);
+    assert_eq!(
+        phase,
+        "Succeeded",
+        "client pod:\n{logs}\n{}",
+        c.diagnostics()
+    );
+    let (sticky, any) = logs
+        .split_once("---")
+        .unwrap_or_else(|| panic!("client output without its separator:\n{logs}"));
+    let sticky: Vec<&str> = sticky.split_whitespace().collect();
+    let any: Vec<&str> = any.split_whitespace().collect();
+    assert_eq!(sticky.len(), 10, "ten answers from who-sticky: {sticky:?}");
+    assert_eq!(any.len(), 20, "twenty answers from who-any: {any:?}");
+    let sticky_set: BTreeSet<String> = sticky.iter().map(|s| s.to_string()).collect();
+    assert!(
+        sticky_set.len() == 1 && names.is_superset(&sticky_set),
+        "ClientIP affinity: one client must stay on one replica of {names:?}, got {sticky:?}"
+    );
+    let any_set: BTreeSet<String> = any.iter().map(|s| s.to_string()).collect();
+    assert_eq!(
+        any_set, names,
+        "without affinity twenty requests must reach both replicas"
+    );
+
+    // Hairpin: the selfie pod's own fetches of http://selfie/ return its page.
+    pods::wait_ready_endpoints(&c, "selfie", 1);
+    let pod = k
+        .ok(&[
+            "get",
+            "pods",
+            "-l",
+            "app=selfie",
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ])
+        .trim()
+        .to_string();
+    let want = format!("hairpin-{pod}");
+    let deadline = Instant::now() + keel_tests::scaled(Duration::from_secs(60));
+    loop {
+        let logs = k.run(&["logs", &pod]).stdout;
+        if logs.lines().any(|l| l.trim() == want) {
+            break;
+        }
+        if Instant::now() > deadline {
+            let nft = c
+                .run_in(MASTER, "nft", &["list", "table", "ip", "keel"])
+                .stdout;
+            panic!(
+                "hairpin: pod {pod} never got its own page ({want}) through Service selfie; its log:\n{logs}\nnft:\n{nft}\n{}",
+                c.diagnostics()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// `dnsmasq` answering `name` (under `keel.test`) with `ip` on `listen:port` inside lab
+/// machine `machine` (a
+/// real resolver as the node's upstream or as a UDP endpoint; nothing else answered: no
+/// upstreams, no hosts file, no config file, no pid file outside the lab).
+fn dnsmasq(
+    c: &keel_tests::cluster::Cluster,
+    machine: &str,
+    tag: &str,
+    listen: &[String],
+    port: u16,
+    name: &str,
+    ip: &str,
+) -> keel_tests::lab::LabProcess {
+    let ok = Command::new("which")
+        .arg("dnsmasq")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "dnsmasq is missing: apt-get install -y dnsmasq-base");
+    let mut cmd = keel_tests::lab::netns_command(&c.lab.machine(machine).ns.name, "dnsmasq");
+    cmd.args([
+        "--keep-in-foreground",
+        "--conf-file=/dev/null",
+        "--no-resolv",
+        "--no-hosts",
+        "--bind-interfaces",
+        "--user=root",
+        "--log-queries",
+        "--log-facility=-",
+    ])
+    .arg(format!("--port={port}"))
+    .arg(format!(
+        "--pid-file={}",
+        c.lab.path(&format!("dnsmasq-{tag}.pid")).display()
+    ))
+    // The record, and NODATA (not REFUSED) for its other types: busybox nslookup also asks
+    // for AAAA and fails on REFUSED.
+    .arg("--local=/keel.test/")
+    .arg(format!("--host-record={name},{ip}"));
+    for a in listen {
+        cmd.arg(format!("--listen-address={a}"));
+    }
+    keel_tests::lab::LabProcess::spawn(cmd, c.lab.path(&format!("dnsmasq-{tag}.log")))
+}
+
+/// Forwarding of an outside name and a UDP Service, with real pods on one node.
+///
+/// The agent forwards names outside `cluster.local` to the `nameserver`s of the host's
+/// `/etc/resolv.conf` (fixed in `keel-agent run`), so the test puts a resolver on those
+/// addresses inside the lab node: each IPv4 one becomes a /32 on the node namespace's `lo`
+/// (loopback ones are local there already) and dnsmasq answers `outside.keel.test` on them.
+/// The host's own resolver is never touched. A pod resolves that name through 10.96.0.10.
+///
+/// UDP: busybox has no UDP server applet (its `nc` has no `-u`), so the endpoint is another
+/// lab host: a Service without selector, port 53/UDP -> targetPort 5353, with an EndpointSlice
+/// to dnsmasq on the registry machine (192.168.56.5:5353). A pod's `nslookup` against the
+/// ClusterIP gets dnsmasq's answer (DNAT + port translation + reverse NAT of UDP).
+#[test]
+fn dns_forwarding_and_a_udp_service_with_real_pods() {
+    use keel_tests::cluster::{Cluster, ClusterSpec, MASTER};
+    let _one_cluster = one_cluster_at_a_time();
+    let upstreams =
+        pods::ipv4_nameservers(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
+    let upstreams: Vec<String> = upstreams
+        .iter()
+        .filter(|a| a.octets() != [10, 96, 0, 10])
+        .map(|a| a.to_string())
+        .collect();
+    assert!(
+        !upstreams.is_empty(),
+        "this host's /etc/resolv.conf lists no IPv4 nameserver: keel-agent forwards outside names to those, so the test has nothing to stand in for (add one, e.g. `nameserver 10.255.255.53`)"
+    );
+    let c = Cluster::start("svcudp", ClusterSpec::one_node());
+    let r = c.run_in(
+        MASTER,
+        "ip",
+        &["route", "replace", "default", "dev", "eth1"],
+    );
+    assert!(r.ok, "default route on the lab node: {}", r.stderr);
+    for a in &upstreams {
+        if !a.starts_with("127.") {
+            let r = c.run_in(
+                MASTER,
+                "ip",
+                &["addr", "add", &format!("{a}/32"), "dev", "lo"],
+            );
+            assert!(
+                r.ok,
+                "upstream address {a} on the lab node's lo: {}",
+                r.stderr
+            );
+        }
+    }
+    let _upstream = dnsmasq(
+        &c,
+        MASTER,
+        "upstream",
+        &upstreams,
+        53,
+        "outside.keel.test",
+        "192.0.2.77",
+    );
+    let _udp_server = dnsmasq(
+        &c,
+        "registry",
+        "udp",
+        &["192.168.56.5".to_string()],
+        5353,
+        "udp.keel.test",
+        "192.0.2.53",
+    );
+
+    pods::apply(
+        &c,
+        "svc-udp",
+        &json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "udp-dns"},
+            "spec": {"ports": [{"name": "dns", "protocol": "UDP", "port": 53, "targetPort": 5353}]}}),
+    );
+    pods::apply(
+        &c,
+        "slice-udp",
+        &json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "udp-dns-lab", "labels": {"kubernetes.io/service-name": "udp-dns",
+                "endpointslice.kubernetes.io/managed-by": "keel-tests"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["192.168.56.5"], "conditions": {"ready": true}}],
+            "ports": [{"name": "dns", "protocol": "UDP", "port": 5353}]}),
+    );
+    let udp_ip = pods::cluster_ip(&c, "udp-dns");
+    let dig_short = |server: &str, name: &str| {
+        c.run_in(
+            MASTER,
+            "dig",
+            &[&format!("@{server}"), "+time=2", "+tries=1", "+short", name],
+        )
+        .stdout
+        .trim()
+        .to_string()
+    };
+    // From the node first (rules synced, dnsmasq up), then from a pod.
+    poll(
+        "outside.keel.test forwarded by the node's 10.96.0.10",
+        WAIT,
+        || (dig_short("10.96.0.10", "outside.keel.test") == "192.0.2.77").then_some(()),
+    );
+    poll(
+        &format!("udp.keel.test through the UDP Service {udp_ip}:53 from the node"),
+        WAIT,
+        || (dig_short(&udp_ip, "udp.keel.test") == "192.0.2.53").then_some(()),
+    );
+
+    let script = format!(
+        "nslookup outside.keel.test || exit 5; echo ---; nslookup udp.keel.test {udp_ip} || exit 6"
+    );
+    let (phase, logs) = pods::run_to_end(&c, "client", &script);
+    let dns_log = std::fs::read_to_string(c.lab.path("dnsmasq-upstream.log")).unwrap_or_default();
+    let udp_log = std::fs::read_to_string(c.lab.path("dnsmasq-udp.log")).unwrap_or_default();
+    assert_eq!(
+        phase,
+        "Succeeded",
+        "client pod:\n{logs}\nupstream dnsmasq:\n{dns_log}\nUDP endpoint dnsmasq:\n{udp_log}\n{}",
+        c.diagnostics()
+    );
+    let (outside, udp) = logs
+        .split_once("---")
+        .unwrap_or_else(|| panic!("client output:\n{logs}"));
+    assert!(
+        outside.contains("192.0.2.77"),
+        "outside.keel.test from a pod: {outside}"
+    );
+    assert!(
+        udp.contains("192.0.2.53"),
+        "udp.keel.test via the UDP Service from a pod: {udp}"
+    );
+    // The upstream saw the query from the node (forwarded), not from the pod.
+    assert!(
+        dns_log.contains("outside.keel.test"),
+        "upstream log:\n{dns_log}"
+    );
 }
