@@ -45,11 +45,9 @@ impl Sync {
         if record.is_none() && (finished(&pod) || matches!(msg, Msg::Gone)) {
             return;
         }
-        let tx = Worker::spawn(self.ctx.clone(), pod.clone(), record).await;
+        let gone = matches!(msg, Msg::Gone);
+        let tx = Worker::spawn(self.ctx.clone(), pod.clone(), record, gone).await;
         let _ = tx.send(Msg::Pod(pod)).await;
-        if matches!(msg, Msg::Gone) {
-            let _ = tx.send(Msg::Gone).await;
-        }
         self.workers.insert(uid.to_string(), tx);
     }
 

@@ -126,10 +126,12 @@ pub fn pod_label(pod: &Pod) -> String {
 
 impl Worker {
     /// A worker for `pod`, resuming from `record` when the agent restarted.
+    /// `gone`: the API object no longer exists (tear down without writing status).
     pub async fn spawn(
         ctx: Arc<Ctx>,
         pod: Arc<Pod>,
         record: Option<PodRecord>,
+        gone: bool,
     ) -> mpsc::Sender<Msg> {
         let (tx, rx) = mpsc::channel(64);
         let uid = pod.metadata.uid.clone().unwrap_or_default();
@@ -154,7 +156,7 @@ impl Worker {
             ctx,
             uid,
             pod,
-            gone: false,
+            gone,
             state: State::Setup,
             mem: Memory::default(),
             sandbox: Sandbox::Absent,
