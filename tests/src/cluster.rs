@@ -146,6 +146,7 @@ impl Cluster {
         args.push(self.registry_config.to_string_lossy().into_owned());
         args.extend(extra.iter().cloned());
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.lab.track_node(name, &root);
         let process = LabProcess::spawn(
             agent_command(self.lab.machine(name), &refs),
             self.lab.path(&format!("{name}-agent.log")),
@@ -349,12 +350,12 @@ impl Drop for Cluster {
         for a in &mut self.agents {
             a.process.stop();
         }
-        // Supervisors and containers outlive their agent: remove them, their mounts and the
-        // nodes' cgroups before the namespaces go.
-        self.lab.sweep();
+        // Supervisors and containers outlive their agent: the containers go first (pod by pod,
+        // with their netns mounts and cgroups), then whatever else runs in the lab's
+        // namespaces, then the mounts under the lab folder, before the namespaces go.
         for a in &self.agents {
-            teardown::remove_node_runtime(&a.name);
-            teardown::remove_node_cgroups(&a.name);
+            teardown::remove_node_pods(&a.name, &a.root);
         }
+        self.lab.sweep();
     }
 }

@@ -212,6 +212,8 @@ pub struct Lab {
     bridge: Netns,
     nat_bridge: bool,
     kept: bool,
+    /// (node name, agent root dir) of every agent started here, for `teardown::remove_node_pods`.
+    nodes: std::cell::RefCell<Vec<(String, PathBuf)>>,
 }
 
 impl Lab {
@@ -245,6 +247,7 @@ impl Lab {
             bridge,
             nat_bridge: false,
             kept: false,
+            nodes: std::cell::RefCell::new(Vec::new()),
         }
     }
 
@@ -267,8 +270,7 @@ impl Lab {
         teardown::kill_processes(&paths, dir);
         teardown::unmount_under(dir);
         for node in nodes {
-            teardown::remove_node_runtime(node);
-            teardown::remove_node_cgroups(node);
+            teardown::remove_node_pods(node, &dir.join(format!("{node}-agent")));
         }
         for n in &names {
             let _ = Command::new("ip").args(["netns", "del", n]).status();
@@ -284,6 +286,15 @@ impl Lab {
     /// Leaves the namespaces, processes and folder in place when the lab is dropped.
     pub fn keep(&mut self) {
         self.kept = true;
+    }
+
+    /// Records that node `name`'s agent keeps its state in `root`, so dropping the lab removes
+    /// that node's pods (processes, netns mounts, cgroups) too.
+    pub fn track_node(&self, name: &str, root: &Path) {
+        let mut nodes = self.nodes.borrow_mut();
+        if !nodes.iter().any(|(n, r)| n == name && r == root) {
+            nodes.push((name.to_string(), root.to_path_buf()));
+        }
     }
 
     /// Kills every process left in the lab's namespaces and in the pod namespaces mounted
@@ -407,6 +418,9 @@ impl Drop for Lab {
             }
             self.bridge.forget();
             return;
+        }
+        for (node, root) in self.nodes.borrow().iter() {
+            teardown::remove_node_pods(node, root);
         }
         self.sweep();
         let _ = std::fs::remove_dir_all(&self.dir);

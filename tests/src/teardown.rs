@@ -2,8 +2,7 @@
 //! (agents, supervisors, registries) and in the pod namespaces an agent bind-mounted under the
 //! lab's folder or under `/run/keel/<node>` (containers), the mounts there (pod netns files,
 //! rootfs overlays, volumes), and the agents' cgroup subtrees (`keel/<node>` in every v1
-//! hierarchy and in a v2 mount). Node names key the last two, so two labs must not run nodes
-//! of the same name at once. Supervisors outlive their agent on purpose, so a test cannot rely on the agent to
+//! hierarchy and in a v2 mount), pod by pod, so labs whose nodes share names can run at once. Supervisors outlive their agent on purpose, so a test cannot rely on the agent to
 //! stop them. Everything here is best effort and idempotent: it runs from Drop guards.
 
 use std::collections::HashSet;
@@ -135,36 +134,47 @@ pub fn unmount_under(dir: &Path) {
 /// files, `/run/keel/<node>/netns/<uid>` (agent/src/pod/podspec_glue.rs).
 pub const AGENT_RUN_DIR: &str = "/run/keel";
 
-/// Kills what runs in the pod namespaces mounted under `/run/keel/<node>`, unmounts them and
-/// removes the folder.
-pub fn remove_node_runtime(node: &str) {
-    let dir = Path::new(AGENT_RUN_DIR).join(node);
-    if !dir.exists() {
-        return;
-    }
-    kill_processes(&[], &dir);
-    unmount_under(&dir);
-    let _ = std::fs::remove_dir_all(&dir);
+/// The pod uids an agent rooted at `root` keeps state for (`<root>/pods/<uid>`).
+fn pod_uids(root: &Path) -> Vec<String> {
+    std::fs::read_dir(root.join("pods"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
-/// The `keel/<node>` cgroup folders of every hierarchy mounted under /sys/fs/cgroup.
-fn node_cgroups(node: &str) -> Vec<PathBuf> {
-    let root = Path::new("/sys/fs/cgroup");
-    let mut v = vec![root.join("keel").join(node)];
-    if let Ok(dir) = std::fs::read_dir(root) {
-        v.extend(dir.flatten().map(|e| e.path().join("keel").join(node)));
+/// Removes what node `node`'s agent (rooted at `root`) left outside the lab folder, pod by pod
+/// (the uids under `<root>/pods`), so a lab with a node of the same name running at the same
+/// time keeps its own pods: the processes in each pod's cgroups (`keel/<node>/.../pod<uid>`,
+/// every hierarchy) and network namespace (`/run/keel/<node>/netns/<uid>`), that namespace's
+/// mount, and the cgroups; then the node's cgroup folders and `/run/keel/<node>` if empty.
+pub fn remove_node_pods(node: &str, root: &Path) {
+    let uids = pod_uids(root);
+    let run = Path::new(AGENT_RUN_DIR).join(node);
+    let netns: Vec<PathBuf> = uids.iter().map(|u| run.join("netns").join(u)).collect();
+    kill_processes(&netns, Path::new("/nonexistent"));
+    for f in &netns {
+        if mounts_under(f).iter().any(|(p, _)| p == f) {
+            let _ = Command::new("umount").arg("-l").arg(f).status();
+        }
+        let _ = std::fs::remove_file(f);
     }
-    v.into_iter().filter(|p| p.is_dir()).collect()
-}
-
-/// Kills what runs in `keel/<node>` and removes its cgroups, children first. `keel/` itself
-/// stays: other nodes (and other labs) share it.
-pub fn remove_node_cgroups(node: &str) {
+    let pod_dirs: Vec<String> = uids.iter().map(|u| format!("pod{u}")).collect();
     for top in node_cgroups(node) {
         let mut dirs = Vec::new();
         collect_dirs(&top, &mut dirs);
         dirs.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-        let procs: Vec<u32> = dirs
+        let ours: Vec<&PathBuf> = dirs
+            .iter()
+            .filter(|d| {
+                d.components()
+                    .any(|c| pod_dirs.iter().any(|p| c.as_os_str() == p.as_str()))
+            })
+            .collect();
+        let procs: Vec<u32> = ours
             .iter()
             .flat_map(|d| {
                 std::fs::read_to_string(d.join("cgroup.procs"))
@@ -176,12 +186,34 @@ pub fn remove_node_cgroups(node: &str) {
             .collect();
         kill(&procs);
         let deadline = Instant::now() + Duration::from_secs(10);
-        for d in &dirs {
+        for d in ours {
             while std::fs::remove_dir(d).is_err() && d.exists() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
+        // QoS folders and the node's own: gone only when no other lab's pods are in them.
+        for d in &dirs {
+            let _ = std::fs::remove_dir(d);
+        }
     }
+    let ns_dir = run.join("netns");
+    if std::fs::read_dir(&ns_dir).is_ok_and(|mut d| d.next().is_none()) {
+        if mounts_under(&ns_dir).iter().any(|(p, _)| *p == ns_dir) {
+            let _ = Command::new("umount").arg("-l").arg(&ns_dir).status();
+        }
+        let _ = std::fs::remove_dir(&ns_dir);
+        let _ = std::fs::remove_dir(&run);
+    }
+}
+
+/// The `keel/<node>` cgroup folders of every hierarchy mounted under /sys/fs/cgroup.
+fn node_cgroups(node: &str) -> Vec<PathBuf> {
+    let root = Path::new("/sys/fs/cgroup");
+    let mut v = vec![root.join("keel").join(node)];
+    if let Ok(dir) = std::fs::read_dir(root) {
+        v.extend(dir.flatten().map(|e| e.path().join("keel").join(node)));
+    }
+    v.into_iter().filter(|p| p.is_dir()).collect()
 }
 
 fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {

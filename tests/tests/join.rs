@@ -22,6 +22,7 @@ fn root_dir(lab: &Lab, node: &str) -> PathBuf {
 /// The printed join line run in `m` as node `name`, plus `extra` flags.
 fn join(lab: &Lab, cp: &LabControl, m: &Machine, name: &str, extra: &[&str]) -> LabProcess {
     let root = root_dir(lab, name);
+    lab.track_node(name, &root);
     let mut args: Vec<&str> = cp.join_command.split_whitespace().skip(1).collect();
     let root_s = root.to_string_lossy().to_string();
     args.extend(["--node-name", name, "--root-dir", &root_s]);
