@@ -8,20 +8,29 @@ PODS=${1:-100}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 W=$(mktemp -d /tmp/keelbench.XXXXXX)
 B=$ROOT/target/release
-CP=keelbench-cp; NODE=keelbench-node
+CP=keelbench-cp; NODE=keelbench-node; NODE_NAME=keelbench
 cleanup() {
   set +e
+  # Let the agent remove every pod first (it tears down netns, cgroups and mounts itself).
+  if [ -n "${K:-}" ]; then
+    $K delete deploy --all --wait=false >/dev/null 2>&1
+    $K delete pods --all --grace-period=0 --wait=false >/dev/null 2>&1
+    for _ in $(seq 300); do [ -z "$(ls "$W/agent/pods" 2>/dev/null)" ] && break; sleep 0.2; done
+  fi
   [ -n "${AGENT_PID:-}" ] && kill "$AGENT_PID" 2>/dev/null
   [ -n "${CONTROL_PID:-}" ] && kill "$CONTROL_PID" 2>/dev/null
-  for d in /run/keel-shim/*/; do :; done
-  # Containers of this run: delete them through the runtime, then the namespaces.
+  # Whatever is left: containers through the runtime, then the node's rules, mounts, cgroups.
   for id in $(cat "$W"/agent/pods/*/record.json 2>/dev/null | grep -o '"id": "[0-9a-f]*"' | cut -d'"' -f4); do
     "$B/keel-shim" delete --force "$id" 2>/dev/null
   done
+  nsenter --net=/run/netns/$NODE "$B/keel-agent" cleanup --root-dir "$W/agent" >/dev/null 2>&1
   ip netns pids $NODE 2>/dev/null | xargs -r kill -9
   ip netns del $NODE 2>/dev/null; ip netns del $CP 2>/dev/null
-  grep " $W" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
-  rm -rf "$W"
+  grep -E " ($W|/run/keel/$NODE_NAME)" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
+  rm -rf "$W" "/run/keel/$NODE_NAME"
+  for c in /sys/fs/cgroup/*/keel/$NODE_NAME /sys/fs/cgroup/keel/$NODE_NAME; do
+    [ -d "$c" ] && find "$c" -depth -type d -exec rmdir {} \; 2>/dev/null
+  done
 }
 trap cleanup EXIT
 (cd "$ROOT" && cargo build --release -p keel-control -p keel-agent -p keel-shim -p keel-cni --bins --example pod_bench >&2)
@@ -51,7 +60,7 @@ CONTROL_PID=$!
 JOIN=$(grep '^keel-agent join' "$W/init.txt" | tail -1 | sed 's/^keel-agent join //')
 for _ in $(seq 50); do nsenter --net=/run/netns/$CP curl -sk https://192.168.78.1:6443/healthz >/dev/null && break; sleep 0.2; done
 # shellcheck disable=SC2086
-nsenter --net=/run/netns/$NODE "$B/keel-agent" join $JOIN --node-name node1 --root-dir "$W/agent" > "$W/agent.log" 2>&1 &
+nsenter --net=/run/netns/$NODE "$B/keel-agent" join $JOIN --node-name $NODE_NAME --root-dir "$W/agent" > "$W/agent.log" 2>&1 &
 AGENT_PID=$!
 K="nsenter --net=/run/netns/$CP kubectl --kubeconfig $W/control/admin.kubeconfig"
 for _ in $(seq 100); do $K get nodes 2>/dev/null | grep -q ' Ready' && break; sleep 0.3; done

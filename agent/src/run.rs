@@ -191,6 +191,7 @@ fn start_loops(
     node_ip: IpAddr,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), RunError> {
+    let stats = crate::stats::start(layout, &config.node_name, stop.clone());
     let images = pod::images::Images::open(&layout.images(), config.registry_config.as_deref())
         .map_err(|e| RunError::Images(e.to_string()))?;
     let ctx = Arc::new(pod::Ctx {
@@ -218,11 +219,11 @@ fn start_loops(
         host_name: std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_default(),
+        stats: stats.clone(),
         net: Default::default(),
     });
     tokio::spawn(pod::sync::run(ctx.clone(), stop.clone()));
     tokio::spawn(pod::network::run(ctx, stop.clone()));
-    let stats = crate::stats::start(layout, &config.node_name, stop.clone());
     let server = crate::server::ServerContext {
         layout: layout.clone(),
         client: client.clone(),

@@ -216,6 +216,10 @@ impl StartJob {
             }
         };
         if pulled {
+            ctx.stats
+                .registry()
+                .image_pull
+                .observe(t0.elapsed().as_secs_f64());
             ctx.events.normal(
                 &self.pod,
                 "Pulled",
@@ -345,6 +349,15 @@ impl StartJob {
             "Created",
             format!("Created container {}", self.name),
         );
+        let kind = if entry.init {
+            "init_container"
+        } else {
+            "container"
+        };
+        ctx.stats.registry().started_containers.inc_with(kind);
+        if self.restart > 0 {
+            ctx.stats.registry().container_restarts.inc();
+        }
         ctx.events.normal(
             &self.pod,
             "Started",

@@ -40,6 +40,8 @@ pub struct Ctx {
     pub node_info: keel_podspec::downward::NodeInfo,
     /// This machine's host name (hostNetwork pods' hostname).
     pub host_name: String,
+    /// The agent's own figures on `/metrics` (pod start latency, pulls, starts, restarts).
+    pub stats: crate::stats::Stats,
     /// The node's pod network, made once the Node has a podCIDR.
     pub net: tokio::sync::OnceCell<Arc<podspec_glue::Net>>,
 }
