@@ -9,6 +9,8 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 bash scripts/install-deps.sh
+# One build from scratch: incremental artifacts would only fill the disk.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --locked --bins

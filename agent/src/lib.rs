@@ -6,7 +6,10 @@
 //! - `node`: host facts, Node registration, status and lease heartbeats
 //! - `run`: `keel-agent run` (loops plus client certificate rotation)
 //! - `doctor`: `keel-agent doctor` host checks
-//! - `pod`: the pod lifecycle state machine (the executor comes with the pods issue)
+//! - `pod`: the pod workers (lifecycle state machine, sandbox, containers, status, events)
+//! - `services`: the service proxy and node-local cluster DNS
+//! - `server`: the HTTPS endpoint on 10250 (logs, stats) for the control plane
+//! - `stats`: cgroup and procfs housekeeping, `/stats/summary`, Prometheus metrics
 #![forbid(unsafe_code)]
 
 pub mod bootstrap;
@@ -17,5 +20,5 @@ pub mod pod;
 pub mod run;
 pub mod server;
 pub mod services;
-pub mod stats;
 pub mod state;
+pub mod stats;
