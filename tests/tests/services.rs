@@ -7,8 +7,10 @@
 //! DNS answers from inside a pod namespace, and that rules go with the Service.
 //!
 //! Everything is named `ksvc-<pid>-*` and removed by Drop guards, also on failure.
-//! The other two use the cluster fixture with real pods: one node (expose, names from a pod,
-//! readiness), and three nodes (NodePort on every node, node-local DNS surviving a dead agent).
+//! The others use the cluster fixture with real pods, one cluster at a time: one node (expose,
+//! names from a pod, readiness), three nodes (NodePort on every node, node-local DNS surviving
+//! a dead agent), one node for ClientIP affinity and hairpin, and one node for forwarding of
+//! an outside name to the node's upstream and a UDP Service (dnsmasq from dnsmasq-base).
 //! Build first: `cargo build --workspace --bins && cargo build -p keel-agent --example node_services`.
 
 use keel_tests::kubectl::Kubectl;
@@ -298,9 +300,10 @@ fn status_patch(ip: &str, ready: bool) -> String {
     .to_string()
 }
 
-/// The cluster tests below share node names (`master`), and a lab's teardown removes the
-/// `keel/<node>` cgroups and runtime state by node name: two of them must not run at once in
-/// this binary (cargo runs tests on parallel threads).
+/// The cluster tests below run one at a time (cargo runs tests on parallel threads): each
+/// starts a registry, a control plane and agents, and they share node names (`master`), which
+/// the fixture's teardown used to key node state by; on two shared cores, two clusters at once
+/// also push pod starts towards the timeouts.
 static CLUSTERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn one_cluster_at_a_time() -> std::sync::MutexGuard<'static, ()> {
@@ -884,7 +887,9 @@ mod pods {
 /// their own host name (the pod name); from one client pod, ten requests to the ClientIP
 /// Service all reach one replica, and twenty to a Service without affinity over the same pods
 /// reach both. A one-replica Service whose pod fetches its own Service's name gets its own page
-/// (the endpoint is the client: DNAT back to the sender, masqueraded by `local-masq`).
+/// (the endpoint is the client: DNAT back to the sender, masqueraded by `local-masq`), first
+/// with the node's bridge as the agent found it, then with the bridge's iptables hook
+/// (br_netfilter) switched off in the node, as on a host without that module.
 #[test]
 fn session_affinity_and_hairpin_with_real_pods() {
     use keel_tests::cluster::{Cluster, ClusterSpec, MASTER};
@@ -988,29 +993,46 @@ fn session_affinity_and_hairpin_with_real_pods() {
         .trim()
         .to_string();
     let want = format!("hairpin-{pod}");
-    let deadline = Instant::now() + keel_tests::scaled(Duration::from_secs(60));
-    loop {
-        let logs = k.run(&["logs", &pod]).stdout;
-        if logs.lines().any(|l| l.trim() == want) {
-            break;
+    // Waits for `need` fetches of its own page logged after line `skip`; returns the line count.
+    let hairpin = |skip: usize, need: usize, how: &str| -> usize {
+        let deadline = Instant::now() + keel_tests::scaled(Duration::from_secs(60));
+        loop {
+            let logs = k.run(&["logs", &pod]).stdout;
+            let lines: Vec<&str> = logs.lines().collect();
+            let got = lines.iter().skip(skip).filter(|l| l.trim() == want).count();
+            if got >= need {
+                return lines.len();
+            }
+            if Instant::now() > deadline {
+                let nft = c
+                    .run_in(MASTER, "nft", &["list", "table", "ip", "keel"])
+                    .stdout;
+                panic!(
+                    "hairpin ({how}): pod {pod} got its own page ({want}) through Service selfie {got} times after log line {skip}, wanted {need}; its log:\n{logs}\nnft:\n{nft}\n{}",
+                    c.diagnostics()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
         }
-        if Instant::now() > deadline {
-            let nft = c
-                .run_in(MASTER, "nft", &["list", "table", "ip", "keel"])
-                .stdout;
-            panic!(
-                "hairpin: pod {pod} never got its own page ({want}) through Service selfie; its log:\n{logs}\nnft:\n{nft}\n{}",
-                c.diagnostics()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(500));
+    };
+    let seen = hairpin(0, 1, "the lab node's bridge as the agent found it");
+    // Again with the bridge's iptables hook off in the node (a host without br_netfilter, as
+    // the first test's node): the reply then relies on Keel's local-masq, not on the bridge.
+    let hook = "/proc/sys/net/bridge/bridge-nf-call-iptables";
+    if Path::new(hook).exists() {
+        let r = c.run_in(
+            MASTER,
+            "sysctl",
+            &["-qw", "net.bridge.bridge-nf-call-iptables=0"],
+        );
+        assert!(r.ok, "bridge hook off on the lab node: {}", r.stderr);
+        hairpin(seen, 3, "bridge-nf-call-iptables=0 on the node");
     }
 }
 
 /// `dnsmasq` answering `name` (under `keel.test`) with `ip` on `listen:port` inside lab
-/// machine `machine` (a
-/// real resolver as the node's upstream or as a UDP endpoint; nothing else answered: no
-/// upstreams, no hosts file, no config file, no pid file outside the lab).
+/// machine `machine`: a real resolver as the node's upstream or as a UDP endpoint, answering
+/// nothing else (no upstreams, no hosts file, no config file, no pid file outside the lab).
 fn dnsmasq(
     c: &keel_tests::cluster::Cluster,
     machine: &str,
