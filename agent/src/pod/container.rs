@@ -3,11 +3,10 @@
 //! (preStop, the image's STOPSIGNAL or SIGTERM, SIGKILL at the deadline).
 
 use super::record::{ContainerRecord, PodRecord};
-use super::worker::{Msg, pod_label};
+use super::worker::Msg;
 use super::{Ctx, bundle, now_ms};
 use k8s_openapi::api::core::v1::{Container, Pod};
 use keel_shim::proto::ExitStatus;
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
@@ -139,7 +138,6 @@ pub struct StartJob {
     pub ips: Vec<String>,
     pub record: Arc<Mutex<PodRecord>>,
     pub tx: mpsc::Sender<Msg>,
-    pub backoff: BTreeMap<String, (i64, i64)>,
     /// Turns true when the pod is being deleted: an image pull still running is abandoned.
     pub cancel: tokio::sync::watch::Receiver<bool>,
 }
@@ -363,9 +361,6 @@ impl StartJob {
             "Started",
             format!("Started container {}", self.name),
         );
-        if let Some((_, delay)) = self.backoff.get(&self.name).filter(|_| self.restart > 0) {
-            tracing::info!(pod = %pod_label(&self.pod), container = %self.name, delay_ms = delay, "restarted after back-off");
-        }
         Ok(Instance {
             id,
             restart: self.restart,

@@ -292,7 +292,7 @@ impl Worker {
                 self.state = next;
                 self.requeue = None;
                 for a in actions {
-                    again |= self.act(a, &want).await;
+                    again |= self.act(a).await;
                 }
             }
             if self.state == State::Removed {
@@ -464,7 +464,7 @@ impl Worker {
     }
 
     /// Runs one action; true when it changed what `observe` reports right away.
-    async fn act(&mut self, a: Action, want: &Desired) -> bool {
+    async fn act(&mut self, a: Action) -> bool {
         match a {
             Action::CreateSandbox => {
                 match sandbox::create(&self.ctx, &self.pod, &self.record).await {
@@ -486,10 +486,8 @@ impl Worker {
             Action::StartContainer(name) => {
                 if self.starting.insert(name.clone()) {
                     self.failures.remove(&name);
-                    let restart = match self.current.get(&name) {
-                        Some(_) => self.mem.restarts.get(&name).copied().unwrap_or(0),
-                        None => self.mem.restarts.get(&name).copied().unwrap_or(0),
-                    };
+                    // Restarts counted so far number the new instance (and its log file).
+                    let restart = self.mem.restarts.get(&name).copied().unwrap_or(0);
                     let job = container::StartJob {
                         ctx: self.ctx.clone(),
                         pod: self.pod.clone(),
@@ -498,7 +496,6 @@ impl Worker {
                         ips: self.ips.clone(),
                         record: self.record.clone(),
                         tx: self.tx.clone(),
-                        backoff: self.mem.backoff.clone(),
                         cancel: self.cancel.subscribe(),
                     };
                     tokio::spawn(job.run());
@@ -510,7 +507,6 @@ impl Worker {
                     self.cancel.send_replace(true);
                 }
                 self.stop(&name, deadline, None);
-                let _ = want;
                 false
             }
             Action::RemoveSandbox => {
