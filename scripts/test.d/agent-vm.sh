@@ -50,7 +50,7 @@ TESTBIN="$(cargo test -p keel-tests --test one_node --no-run --message-format=js
   | grep '"kind":\["test"\]' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)"
 [ -x "$TESTBIN" ] || fail "could not build the keel-tests one_node test binary"
 cargo build -p keel-tests --example lab >/dev/null 2>&1 || fail "cargo build -p keel-tests --example lab failed"
-LAYOUT="$(target/debug/examples/lab images)" || fail "building the test images failed"
+LAYOUT="$("${CARGO_TARGET_DIR:-target}/debug/examples/lab" images)" || fail "building the test images failed"
 IMAGE_CACHE="$(dirname "$(dirname "$LAYOUT")")"
 
 # 3. Run it inside the VM on cgroup v2; sockets, FIFOs, the lab folder (agent root, shim
