@@ -58,7 +58,7 @@ fi
 mkdir -p /run/keeltmp && mount -t tmpfs tmpfs /run/keeltmp
 cd "$REPO/agent/podspec"
 echo "cgroup: \$(stat -fc %T /sys/fs/cgroup) controllers: \$(cat /sys/fs/cgroup/cgroup.controllers)" > "$OUT/result.txt"
-TMPDIR=/run/keeltmp "$TESTBIN" --test-threads=1 >> "$OUT/result.txt" 2>&1
+${CARGO_TARGET_DIR:+CARGO_TARGET_DIR="$CARGO_TARGET_DIR"} TMPDIR=/run/keeltmp "$TESTBIN" --test-threads=1 >> "$OUT/result.txt" 2>&1
 echo \$? > "$OUT/rc"
 EOF
 chmod +x "$OUT/inner.sh"
