@@ -62,14 +62,19 @@ fn csr_name(node: &str) -> String {
     format!("node-csr-{node}-{suffix:08x}")
 }
 
-/// Creates the CSR with `client` and waits up to `timeout` for its certificate.
-pub async fn obtain(
+/// Creates the CertificateSigningRequest `name` for `request_pem` with `signer` and `usages`,
+/// then waits up to `timeout` for its certificate (PEM text). A Denied or Failed condition
+/// ends the wait with that condition's message. `what` names the request in the log line.
+pub async fn submit_and_wait(
     client: &kube::Client,
-    node: &str,
+    name: &str,
+    request_pem: String,
+    signer: &str,
+    usages: &[&str],
     timeout: Duration,
-) -> Result<Issued, CsrError> {
-    let (key, request_pem) = request(node)?;
-    let name = csr_name(node);
+    what: &str,
+) -> Result<String, CsrError> {
+    let name = name.to_string();
     let api: Api<CertificateSigningRequest> = Api::all(client.clone());
     let csr = CertificateSigningRequest {
         metadata: ObjectMeta {
@@ -78,12 +83,8 @@ pub async fn obtain(
         },
         spec: CertificateSigningRequestSpec {
             request: ByteString(request_pem.into_bytes()),
-            signer_name: SIGNER.into(),
-            usages: Some(vec![
-                "digital signature".into(),
-                "key encipherment".into(),
-                "client auth".into(),
-            ]),
+            signer_name: signer.into(),
+            usages: Some(usages.iter().map(|u| u.to_string()).collect()),
             ..Default::default()
         },
         status: None,
@@ -94,7 +95,7 @@ pub async fn obtain(
             name: name.clone(),
             failure: classify(&e),
         })?;
-    tracing::info!(csr = %name, "certificate signing request sent, waiting for approval");
+    tracing::info!(csr = %name, "{what} sent, waiting for approval");
     let deadline = Instant::now() + timeout;
     loop {
         let got = api.get(&name).await.map_err(|e| CsrError::Get {
@@ -114,18 +115,9 @@ pub async fn obtain(
             }
         }
         if let Some(cert) = status.certificate.filter(|c| !c.0.is_empty()) {
-            let cert_pem = String::from_utf8(cert.0).map_err(|_| CsrError::BadCertificate {
-                name: name.clone(),
+            return String::from_utf8(cert.0).map_err(|_| CsrError::BadCertificate {
+                name,
                 detail: "not PEM text".into(),
-            })?;
-            check_matches(&cert_pem, &key, node).map_err(|detail| CsrError::BadCertificate {
-                name: name.clone(),
-                detail,
-            })?;
-            return Ok(Issued {
-                key_pem: key.serialize_pem(),
-                cert_pem,
-                csr_name: name,
             });
         }
         if Instant::now() > deadline {
@@ -136,6 +128,36 @@ pub async fn obtain(
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+}
+
+/// Creates the client CSR with `client` and waits up to `timeout` for its certificate.
+pub async fn obtain(
+    client: &kube::Client,
+    node: &str,
+    timeout: Duration,
+) -> Result<Issued, CsrError> {
+    let (key, request_pem) = request(node)?;
+    let name = csr_name(node);
+    let usages = ["digital signature", "key encipherment", "client auth"];
+    let cert_pem = submit_and_wait(
+        client,
+        &name,
+        request_pem,
+        SIGNER,
+        &usages,
+        timeout,
+        "certificate signing request",
+    )
+    .await?;
+    check_matches(&cert_pem, &key, node).map_err(|detail| CsrError::BadCertificate {
+        name: name.clone(),
+        detail,
+    })?;
+    Ok(Issued {
+        key_pem: key.serialize_pem(),
+        cert_pem,
+        csr_name: name,
+    })
 }
 
 /// The certificate must carry our public key and our node identity.

@@ -7,13 +7,8 @@
 //! its lifetime, or at once when the node's addresses are no longer all in it.
 
 use crate::bootstrap::csr::{self, CsrError};
-use crate::client::classify;
 use crate::state::{self, Layout};
-use k8s_openapi::ByteString;
-use k8s_openapi::api::certificates::v1::{
-    CertificateSigningRequest, CertificateSigningRequestSpec,
-};
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::Api;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -146,82 +141,42 @@ pub async fn obtain(
     let (key, request_pem) = request(node, sans)?;
     let suffix: u32 = rand::random();
     let name = format!("node-serving-{node}-{suffix:08x}");
-    let api: Api<CertificateSigningRequest> = Api::all(client.clone());
-    let object = CertificateSigningRequest {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            ..Default::default()
-        },
-        spec: CertificateSigningRequestSpec {
-            request: ByteString(request_pem.into_bytes()),
-            signer_name: SIGNER.into(),
-            usages: Some(USAGES.iter().map(|u| u.to_string()).collect()),
-            ..Default::default()
-        },
-        status: None,
+    let cert_pem = csr::submit_and_wait(
+        client,
+        &name,
+        request_pem,
+        SIGNER,
+        &USAGES,
+        timeout,
+        "serving certificate request",
+    )
+    .await?;
+    let bad = |detail: String| CsrError::BadCertificate {
+        name: name.clone(),
+        detail,
     };
-    api.create(&PostParams::default(), &object)
-        .await
-        .map_err(|e| CsrError::Create {
-            name: name.clone(),
-            failure: classify(&e),
-        })?;
-    tracing::info!(csr = %name, "serving certificate request sent, waiting for approval");
-    let deadline = Instant::now() + timeout;
-    loop {
-        let got = api.get(&name).await.map_err(|e| CsrError::Get {
-            name: name.clone(),
-            failure: classify(&e),
-        })?;
-        let status = got.status.unwrap_or_default();
-        for c in status.conditions.unwrap_or_default() {
-            if c.status != "True" {
-                continue;
-            }
-            let message = c.message.or(c.reason).unwrap_or_default();
-            match c.type_.as_str() {
-                "Denied" => return Err(CsrError::Denied { name, message }),
-                "Failed" => return Err(CsrError::Failed { name, message }),
-                _ => {}
-            }
-        }
-        if let Some(cert) = status.certificate.filter(|c| !c.0.is_empty()) {
-            let bad = |detail: String| CsrError::BadCertificate {
-                name: name.clone(),
-                detail,
-            };
-            let cert_pem = String::from_utf8(cert.0).map_err(|_| bad("not PEM text".into()))?;
-            let have = sans_of(&cert_pem).ok_or_else(|| bad("it does not parse".into()))?;
-            let spki_ok = rustls_pemfile::certs(&mut cert_pem.as_bytes())
-                .next()
-                .and_then(|c| c.ok())
-                .and_then(|der| {
-                    x509_parser::parse_x509_certificate(&der)
-                        .ok()
-                        .map(|(_, c)| c.public_key().subject_public_key.data.to_vec())
-                })
-                .is_some_and(|pk| pk == key.public_key_raw());
-            if !spki_ok {
-                return Err(bad("it is not for the key this node generated".into()));
-            }
-            if !sans.ips.iter().all(|ip| have.ips.contains(ip)) {
-                return Err(bad("it lacks some of the node's IP addresses".into()));
-            }
-            let key_pem = key.serialize_pem();
-            let saved = state::write_atomic(&key_path(layout), key_pem.as_bytes(), 0o600)
-                .and_then(|()| state::write_atomic(&cert_path(layout), cert_pem.as_bytes(), 0o644));
-            saved.map_err(|e| bad(format!("saving it: {e}")))?;
-            tracing::info!(csr = %name, "serving certificate issued");
-            return Ok((cert_pem, key_pem));
-        }
-        if Instant::now() > deadline {
-            return Err(CsrError::Timeout {
-                name,
-                secs: timeout.as_secs(),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+    let have = sans_of(&cert_pem).ok_or_else(|| bad("it does not parse".into()))?;
+    let spki_ok = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+        .next()
+        .and_then(|c| c.ok())
+        .and_then(|der| {
+            x509_parser::parse_x509_certificate(&der)
+                .ok()
+                .map(|(_, c)| c.public_key().subject_public_key.data.to_vec())
+        })
+        .is_some_and(|pk| pk == key.public_key_raw());
+    if !spki_ok {
+        return Err(bad("it is not for the key this node generated".into()));
     }
+    if !sans.ips.iter().all(|ip| have.ips.contains(ip)) {
+        return Err(bad("it lacks some of the node's IP addresses".into()));
+    }
+    let key_pem = key.serialize_pem();
+    let saved = state::write_atomic(&key_path(layout), key_pem.as_bytes(), 0o600)
+        .and_then(|()| state::write_atomic(&cert_path(layout), cert_pem.as_bytes(), 0o644));
+    saved.map_err(|e| bad(format!("saving it: {e}")))?;
+    tracing::info!(csr = %name, "serving certificate issued");
+    Ok((cert_pem, key_pem))
 }
 
 #[cfg(test)]
