@@ -45,6 +45,8 @@ pub struct Input<'a> {
     pub id: &'a str,
     pub ips: &'a [String],
     pub refs: &'a Refs,
+    /// The pod's record (netns file, pod cgroup), as the sandbox left it.
+    pub record: &'a super::record::PodRecord,
 }
 
 /// Signal number from an image's STOPSIGNAL (`SIGQUIT`, `QUIT` or `3`).
@@ -101,7 +103,7 @@ fn oom_score_adj_floor() -> Option<i64> {
 pub fn build(i: &Input<'_>) -> Result<(serde_json::Value, String, i32), StartError> {
     let uid = i.pod.metadata.uid.as_deref().unwrap_or_default();
     let pod_dir = i.ctx.layout.pod_dir(uid);
-    let record = super::record::PodRecord::load(&pod_dir).unwrap_or_default();
+    let record = i.record;
     let (etc, volumes) = prepare_pod(i.ctx, i.pod, &pod_dir, i.refs, i.ips).map_err(config_err)?;
     let env = keel_podspec::env::resolve(i.pod, i.container, i.refs, &i.ctx.node_info, i.ips)
         .map_err(config_err)?;

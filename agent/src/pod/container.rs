@@ -258,6 +258,7 @@ impl StartJob {
             let id = id.to_string();
             let _ = keel_image::rootfs::remove(&store, &id);
         };
+        let record = self.record.lock().map(|r| r.clone()).unwrap_or_default();
         let built = bundle::build(&bundle::Input {
             ctx,
             pod: &self.pod,
@@ -267,6 +268,7 @@ impl StartJob {
             id: &id,
             ips: &self.ips,
             refs: &refs,
+            record: &record,
         });
         let (config_json, cgroup, stop_signal) = match built {
             Ok(b) => b,
