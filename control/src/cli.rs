@@ -170,6 +170,16 @@ fn state_lock(dir: &Path) -> Result<Option<std::fs::File>> {
 
 /// `keel-control serve`: runs until SIGTERM/SIGINT.
 pub async fn serve(dir: &Path, listen: Option<String>, controllers: bool) -> Result<()> {
+    serve_with_logs(dir, listen, controllers, &crate::logs::Settings::default()).await
+}
+
+/// `serve` with the log store's file and retention.
+pub async fn serve_with_logs(
+    dir: &Path,
+    listen: Option<String>,
+    controllers: bool,
+    log_settings: &crate::logs::Settings,
+) -> Result<()> {
     let cfg = ClusterConfig::load(dir)?;
     let ca = pki::Ca::load(dir)?;
     let Some(lock) = state_lock(dir)? else {
@@ -196,6 +206,7 @@ pub async fn serve(dir: &Path, listen: Option<String>, controllers: bool) -> Res
         }
     };
     let api = ApiServer::with_agent_client(store_dyn.clone(), s, agent_client);
+    let logs = crate::logs::open(dir, log_settings)?;
     let (keep, every) = (cfg.compact_keep, cfg.compact_interval_seconds.max(1));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(every));
@@ -223,14 +234,19 @@ pub async fn serve(dir: &Path, listen: Option<String>, controllers: bool) -> Res
             stop_rx.clone(),
         ))
     });
+    tokio::spawn(crate::logs::http::retention_loop(
+        logs.clone(),
+        stop_rx.clone(),
+    ));
     let mut server_stop = stop_rx.clone();
-    let server = apiserver::server::run(
+    let server = apiserver::server::run_with_logs(
         listener,
         tls,
         async move {
             let _ = server_stop.wait_for(|s| *s).await;
         },
         api,
+        Some(logs),
     );
     tokio::join!(server, async {
         shutdown_signal().await;

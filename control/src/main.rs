@@ -47,6 +47,58 @@ enum Command {
         /// Serve the API only: no scheduler or controllers (a standby, or API benchmarks).
         #[arg(long)]
         no_controllers: bool,
+        /// The cluster log store's SQLite file (default: <data-dir>/logs.db).
+        #[arg(long)]
+        log_store: Option<PathBuf>,
+        /// Delete log lines older than this (30s, 10m, 12h, 7d).
+        #[arg(long, default_value = "7d", value_parser = parse_duration)]
+        log_max_age: std::time::Duration,
+        /// Keep the log store's used pages under this size by deleting the oldest lines
+        /// (512Mi, 1Gi, 100M or bytes).
+        #[arg(long, default_value = "1Gi", value_parser = parse_size)]
+        log_max_size: u64,
+        /// How often log retention runs.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        log_retention_interval: std::time::Duration,
+    },
+    /// Print cluster logs from the log store (container lines and the agents' own logs).
+    Logs {
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+        #[arg(long, default_value = DEFAULT_DIR)]
+        data_dir: PathBuf,
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
+        /// Label selector on the pods' labels (app=web,tier!=db).
+        #[arg(long, short = 'l')]
+        selector: Option<String>,
+        #[arg(long)]
+        pod: Option<String>,
+        #[arg(long, short = 'c')]
+        container: Option<String>,
+        #[arg(long)]
+        node: Option<String>,
+        /// Only the agents' own logs.
+        #[arg(long)]
+        agent: bool,
+        /// Lines newer than this long ago (10s, 5m, 2h).
+        #[arg(long, conflicts_with = "since_time")]
+        since: Option<String>,
+        /// Lines at or after this RFC 3339 time.
+        #[arg(long)]
+        since_time: Option<String>,
+        /// Lines before this RFC 3339 time.
+        #[arg(long)]
+        until_time: Option<String>,
+        /// Print at most this many lines (oldest first).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Print each line's time.
+        #[arg(long)]
+        timestamps: bool,
+        /// Print the bare lines without the namespace/pod/container prefix.
+        #[arg(long)]
+        no_prefix: bool,
     },
     /// Manage bootstrap tokens (through the API, with the admin kubeconfig).
     Token {
@@ -85,6 +137,16 @@ enum TokenAction {
     Delete {
         id: String,
     },
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    keel_control::logs::parse_duration(s)
+        .ok_or_else(|| format!("{s:?} is not a duration like 30s, 10m, 12h or 7d"))
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    keel_control::logs::parse_size(s)
+        .ok_or_else(|| format!("{s:?} is not a size like 512Mi, 1Gi, 100M or a byte count"))
 }
 
 fn main() {
@@ -130,6 +192,10 @@ fn main() {
                 listen,
                 advertise_address,
                 no_controllers,
+                log_store,
+                log_max_age,
+                log_max_size,
+                log_retention_interval,
             } => {
                 if !cli::db_path(&data_dir).exists() && !data_dir.join("config.json").exists() {
                     let opts = cli::InitOptions {
@@ -142,7 +208,47 @@ fn main() {
                     let join = cli::init(&opts).await?;
                     eprint!("{}", cli::init_banner(&data_dir, &join));
                 }
-                cli::serve(&data_dir, listen, !no_controllers).await
+                let logs = keel_control::logs::Settings {
+                    path: log_store,
+                    retention: keel_control::logs::Retention {
+                        max_age: log_max_age,
+                        max_bytes: log_max_size,
+                        interval: log_retention_interval,
+                    },
+                };
+                cli::serve_with_logs(&data_dir, listen, !no_controllers, &logs).await
+            }
+            Command::Logs {
+                kubeconfig,
+                data_dir,
+                namespace,
+                selector,
+                pod,
+                container,
+                node,
+                agent,
+                since,
+                since_time,
+                until_time,
+                limit,
+                timestamps,
+                no_prefix,
+            } => {
+                let opts = keel_control::logs::cli::LogsOptions {
+                    kubeconfig: kubeconfig.unwrap_or_else(|| data_dir.join("admin.kubeconfig")),
+                    namespace,
+                    selector,
+                    pod,
+                    container,
+                    node,
+                    agent,
+                    since: since.or(since_time),
+                    until: until_time,
+                    limit,
+                    timestamps,
+                    no_prefix,
+                };
+                keel_control::logs::cli::logs(&opts).await
             }
             Command::Token {
                 kubeconfig,

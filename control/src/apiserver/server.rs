@@ -134,6 +134,7 @@ fn parse_query(q: Option<&str>) -> Vec<(String, String)> {
 
 async fn handle(
     api: Arc<ApiServer>,
+    logs: Option<Arc<crate::logs::store::LogStore>>,
     cert_user: Option<User>,
     req: hyper::Request<Incoming>,
 ) -> hyper::Response<Body> {
@@ -182,7 +183,18 @@ async fn handle(
         body,
         user,
     };
-    let reply = handlers::dispatch(&api, request).await;
+    // The log store's routes (crate::logs::http) sit beside the Kubernetes API.
+    let logged = match &logs {
+        Some(l) => {
+            let r = &request;
+            crate::logs::http::route(l, &r.user, &r.method, &r.path, &r.query, &r.body).await
+        }
+        None => None,
+    };
+    let reply = match logged {
+        Some(r) => r.map(|v| Reply::Json(200, v)),
+        None => handlers::dispatch(&api, request).await,
+    };
     let resp = match reply {
         Ok(Reply::Json(code, v)) => json_response(code, &v),
         Ok(Reply::Raw(code, ct, body)) => raw_response(code, ct, body),
@@ -227,6 +239,17 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     api: Arc<ApiServer>,
 ) {
+    run_with_logs(listener, tls, shutdown, api, None).await
+}
+
+/// `run`, also serving the log store's push and query routes when `logs` is given.
+pub async fn run_with_logs(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl Future<Output = ()>,
+    api: Arc<ApiServer>,
+    logs: Option<Arc<crate::logs::store::LogStore>>,
+) {
     let acceptor = TlsAcceptor::from(tls);
     tokio::pin!(shutdown);
     loop {
@@ -243,6 +266,7 @@ pub async fn run(
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let api = api.clone();
+        let logs = logs.clone();
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(
                 std::time::Duration::from_secs(10),
@@ -265,8 +289,9 @@ pub async fn run(
                 .and_then(|c| auth::user_from_cert(c));
             let service = service_fn(move |req| {
                 let api = api.clone();
+                let logs = logs.clone();
                 let cert_user = cert_user.clone();
-                async move { Ok::<_, Infallible>(handle(api, cert_user, req).await) }
+                async move { Ok::<_, Infallible>(handle(api, logs, cert_user, req).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tls), service);
