@@ -43,6 +43,17 @@ struct AgentFlags {
     /// Port of the HTTPS endpoint (logs, stats) the API server calls.
     #[arg(long, default_value_t = 10250)]
     port: u16,
+    /// Hard eviction thresholds, kubelet's syntax: memory.available<100Mi,nodefs.available<10%
+    /// (replaces kubelet's defaults; `join` saves it, `run` overrides it for that run).
+    #[arg(long)]
+    eviction_hard: Option<String>,
+    /// How often the eviction manager checks the thresholds (Go duration, default 10s).
+    #[arg(long)]
+    eviction_monitoring_interval: Option<String>,
+    /// How long a pressure condition stays True after the last time it was observed (Go
+    /// duration, default 5m).
+    #[arg(long)]
+    eviction_pressure_transition_period: Option<String>,
     /// Renew the client certificate this many seconds after start instead of at 70-90% of
     /// its lifetime (used by the tests; also forces an early renewal).
     #[arg(long, hide = true)]
@@ -62,6 +73,20 @@ impl AgentFlags {
             shim: self.shim.clone(),
             shim_root: self.shim_root.clone(),
             port: self.port,
+            eviction_hard: self.eviction_hard.clone(),
+            eviction_monitoring_interval: self.eviction_monitoring_interval.clone(),
+            eviction_pressure_transition_period: self.eviction_pressure_transition_period.clone(),
+        }
+    }
+
+    /// Rejects bad eviction flags before anything starts (exit code 2).
+    fn check(&self) {
+        if let Err(e) = keel_agent::pod::evict::EvictionConfig::from_flags(
+            self.eviction_hard.as_deref(),
+            self.eviction_monitoring_interval.as_deref(),
+            self.eviction_pressure_transition_period.as_deref(),
+        ) {
+            usage(e.to_string());
         }
     }
 }
@@ -183,6 +208,7 @@ fn main() {
             })
         }),
         Command::Run { agent } => runtime().and_then(|rt| {
+            agent.check();
             rt.block_on(run::run(&Layout::new(&agent.root_dir), agent.options()))
                 .map_err(anyhow::Error::from)
         }),
@@ -214,6 +240,7 @@ fn main() {
                 .collect();
             let reserved = node::status::parse_reserved(&reserved)
                 .unwrap_or_else(|e| usage(format!("--reserved: {e}")));
+            agent.check();
             let layout = Layout::new(&agent.root_dir);
             let opts = JoinOptions {
                 server,
@@ -229,6 +256,7 @@ fn main() {
                     reserved,
                     registry_config: agent.registry_config.clone(),
                     cluster: Default::default(),
+                    eviction_hard: agent.eviction_hard.clone(),
                 },
             };
             runtime().and_then(|rt| {

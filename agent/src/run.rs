@@ -29,6 +29,8 @@ pub enum RunError {
     Images(String),
     #[error("installing the signal handler: {0}")]
     Signal(std::io::Error),
+    #[error(transparent)]
+    Eviction(#[from] pod::evict::EvictError),
 }
 
 /// When to renew a certificate valid from `nb` to `na` (Unix seconds), `jitter` in [0, 1).
@@ -68,6 +70,28 @@ pub struct RunOptions {
     pub shim_root: PathBuf,
     /// The HTTPS endpoint's port (kubelet's 10250).
     pub port: u16,
+    /// `--eviction-hard` for this run (else the one `join` saved, else kubelet's defaults).
+    pub eviction_hard: Option<String>,
+    /// `--eviction-monitoring-interval` (Go duration; default 10s).
+    pub eviction_monitoring_interval: Option<String>,
+    /// `--eviction-pressure-transition-period` (Go duration; default 5m).
+    pub eviction_pressure_transition_period: Option<String>,
+}
+
+impl RunOptions {
+    /// The eviction manager's settings from these flags and the saved config.
+    pub fn eviction(
+        &self,
+        config: &AgentConfig,
+    ) -> Result<pod::evict::EvictionConfig, pod::evict::EvictError> {
+        pod::evict::EvictionConfig::from_flags(
+            self.eviction_hard
+                .as_deref()
+                .or(config.eviction_hard.as_deref()),
+            self.eviction_monitoring_interval.as_deref(),
+            self.eviction_pressure_transition_period.as_deref(),
+        )
+    }
 }
 
 /// A binary next to this executable, else the bare name (found in PATH).
@@ -105,6 +129,10 @@ pub async fn run(layout: &Layout, opts: RunOptions) -> Result<(), RunError> {
     if !others.is_empty() {
         tracing::warn!(chosen = %choice.ip, others = %others.join(", "), "this machine has several addresses; pass --node-ip to pick another one");
     }
+    let eviction = opts.eviction(&config)?;
+    let (pressure_tx, pressure_rx) =
+        tokio::sync::watch::channel(pod::evict::NodePressure::default());
+    let mut pressure_tx = Some(pressure_tx);
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -137,8 +165,10 @@ pub async fn run(layout: &Layout, opts: RunOptions) -> Result<(), RunError> {
             internal_ip: choice.ip,
             kubelet_version,
             port: opts.port,
+            thresholds: eviction.thresholds.clone(),
+            pressure: pressure_rx.clone(),
         };
-        if !loops_started {
+        if !loops_started && let Some(pressure) = pressure_tx.take() {
             loops_started = true;
             start_loops(
                 layout,
@@ -147,6 +177,7 @@ pub async fn run(layout: &Layout, opts: RunOptions) -> Result<(), RunError> {
                 client.clone(),
                 choice.ip,
                 stop_rx.clone(),
+                (eviction.clone(), pressure),
             )?;
         }
         let wait = Duration::from_secs((due - now).max(0) as u64);
@@ -190,6 +221,10 @@ fn start_loops(
     client: kube::Client,
     node_ip: IpAddr,
     stop: tokio::sync::watch::Receiver<bool>,
+    (eviction, pressure): (
+        pod::evict::EvictionConfig,
+        tokio::sync::watch::Sender<pod::evict::NodePressure>,
+    ),
 ) -> Result<(), RunError> {
     let stats = crate::stats::start(layout, &config.node_name, stop.clone());
     let images = pod::images::Images::open(&layout.images(), config.registry_config.as_deref())
@@ -221,8 +256,15 @@ fn start_loops(
             .unwrap_or_default(),
         stats: stats.clone(),
         net: Default::default(),
+        live: Default::default(),
     });
     tokio::spawn(pod::sync::run(ctx.clone(), stop.clone()));
+    tokio::spawn(pod::evict::run(
+        ctx.clone(),
+        eviction,
+        pressure,
+        stop.clone(),
+    ));
     tokio::spawn(pod::network::run(ctx, stop.clone()));
     let server = crate::server::ServerContext {
         layout: layout.clone(),

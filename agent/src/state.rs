@@ -113,6 +113,9 @@ pub struct AgentConfig {
     pub registry_config: Option<PathBuf>,
     #[serde(default)]
     pub cluster: ClusterSettings,
+    /// `--eviction-hard` given to `join` (kubelet's defaults when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eviction_hard: Option<String>,
 }
 
 /// Cluster-wide settings the agent needs for pods (kubelet's clusterDNS, clusterDomain and
@@ -244,6 +247,7 @@ mod tests {
             reserved: Reserved::default(),
             registry_config: Some("/etc/keel/registries.yaml".into()),
             cluster: ClusterSettings::default(),
+            eviction_hard: Some("memory.available<1Gi".into()),
         };
         c.save(&l).expect("save");
         assert_eq!(AgentConfig::load(&l).expect("load"), c);

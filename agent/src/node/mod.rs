@@ -1,13 +1,17 @@
 //! The Node object and its heartbeats: register (create, or adopt an existing object of the
 //! same name), renew the Lease in `kube-node-lease` every 10 s (retrying from 200 ms up to 7 s
 //! on failure), and post `status` when it changes or every 5 minutes otherwise
-//! (kubernetes/website node-status.md "Heartbeats").
+//! (kubernetes/website node-status.md "Heartbeats"). The pressure conditions and their
+//! NoSchedule taints follow the eviction manager (`pod::evict`); a change is posted at once.
 
 pub mod host;
 pub mod status;
+pub mod taints;
 
 use crate::client::{Failure, classify};
+use crate::pod::evict::NodePressure;
 use crate::state::AgentConfig;
+use crate::stats::pressure::Threshold;
 use host::HostRoot;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
@@ -43,6 +47,10 @@ pub struct NodeContext {
     pub kubelet_version: String,
     /// Port of the agent's HTTPS endpoint (`daemonEndpoints.kubeletEndpoint.Port`).
     pub port: u16,
+    /// The hard eviction thresholds (allocatable keeps them back).
+    pub thresholds: Vec<Threshold>,
+    /// The eviction manager's view: which pressure conditions are True.
+    pub pressure: tokio::sync::watch::Receiver<NodePressure>,
 }
 
 fn now_rfc3339() -> String {
@@ -76,7 +84,6 @@ impl NodeContext {
 
     fn measure(&self) -> status::Measurements {
         let fs = host::filesystem(&self.root_dir).unwrap_or_default();
-        let (pids_used, pids_max) = self.host.pids().unwrap_or_default();
         let probe = self.root_dir.join(".ready-probe");
         let not_ready = match std::fs::write(&probe, b"ok") {
             Ok(()) => None,
@@ -88,13 +95,7 @@ impl NodeContext {
         status::Measurements {
             cpus: host::cpus(),
             memory_total: self.host.meminfo("MemTotal").unwrap_or_default(),
-            memory_available: self.host.meminfo("MemAvailable").unwrap_or(u64::MAX),
             fs_total: fs.0,
-            fs_available: fs.1,
-            inodes_total: fs.2,
-            inodes_free: fs.3,
-            pids_used,
-            pids_max,
             not_ready,
         }
     }
@@ -102,10 +103,12 @@ impl NodeContext {
     /// The full status to report, given the server's current conditions.
     pub fn status(&self, previous_conditions: &Value) -> Value {
         let m = self.measure();
-        let (capacity, allocatable) = status::resources(&m, &self.config.reserved);
+        let (capacity, allocatable) =
+            status::resources(&m, &self.config.reserved, &self.thresholds);
         let info = self.host.node_info();
+        let pressure = self.pressure.borrow().clone();
         json!({
-            "conditions": status::conditions_json(&status::conditions(&m), previous_conditions, &now_rfc3339()),
+            "conditions": status::conditions_json(&status::conditions(&m, &pressure), previous_conditions, &now_rfc3339()),
             "addresses": [
                 {"type": "InternalIP", "address": self.internal_ip.to_string()},
                 {"type": "Hostname", "address": self.config.node_name},
@@ -137,7 +140,37 @@ impl NodeContext {
         if self.config.control_plane {
             t.push(json!({"key": CONTROL_PLANE_ROLE, "effect": "NoSchedule"}));
         }
-        t
+        taints::with_pressure(&t, &self.pressure.borrow().taints)
+    }
+
+    /// Brings the pressure taints in line with the eviction manager; a merge patch with the
+    /// read resourceVersion, so a concurrent change of the taints (the node lifecycle
+    /// controller, `kubectl taint`) wins and the next pass retries.
+    async fn sync_taints(&self, api: &Api<Node>, current: &Node) -> Result<bool, kube::Error> {
+        let existing: Vec<Value> = current
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .and_then(|t| serde_json::to_value(t).ok())
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default();
+        let wanted = self.pressure.borrow().taints.clone();
+        let next = taints::with_pressure(&existing, &wanted);
+        if next == existing {
+            return Ok(false);
+        }
+        let patch = json!({
+            "metadata": {"resourceVersion": current.metadata.resource_version},
+            "spec": {"taints": next},
+        });
+        api.patch(
+            &self.config.node_name,
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+        tracing::info!(node = %self.config.node_name, taints = ?wanted, "node pressure taints updated");
+        Ok(true)
     }
 
     /// Creates the Node, or adopts the existing one (labels and role taint), then posts status.
@@ -199,8 +232,15 @@ impl NodeContext {
     pub async fn status_loop(&self) {
         let api: Api<Node> = Api::all(self.client.clone());
         let mut last_post = Instant::now();
+        let mut pressure = self.pressure.clone();
+        let mut pressure_open = true;
         loop {
-            tokio::time::sleep(STATUS_CHECK).await;
+            tokio::select! {
+                () = tokio::time::sleep(STATUS_CHECK) => {}
+                changed = pressure.changed(), if pressure_open => {
+                    pressure_open = changed.is_ok();
+                }
+            }
             let current = match api.get(&self.config.node_name).await {
                 Ok(n) => n,
                 Err(kube::Error::Api(s)) if s.code == 404 => {
@@ -212,6 +252,9 @@ impl NodeContext {
                     continue;
                 }
             };
+            if let Err(e) = self.sync_taints(&api, &current).await {
+                tracing::warn!(error = ?classify(&e), "updating the node's pressure taints failed; retrying");
+            }
             let prev = serde_json::to_value(&current.status).unwrap_or_default();
             let next = self.status(&prev["conditions"]);
             let changed = status::fingerprint(&prev) != status::fingerprint(&next);

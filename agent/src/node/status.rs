@@ -1,31 +1,24 @@
 //! The Node's `status` as the agent reports it: capacity and allocatable (capacity minus the
-//! reserved amounts and the hard eviction thresholds), and the conditions Ready,
-//! MemoryPressure, DiskPressure and PIDPressure computed from measurements with kubelet's
-//! default thresholds (memory.available<100Mi, nodefs.available<10%, nodefs.inodesFree<5%;
-//! kubernetes/website node-pressure-eviction.md). Pure: measurements in, JSON out.
+//! reserved amounts and the hard eviction thresholds, kubelet's hardEvictionReservation), and
+//! the conditions Ready, MemoryPressure, DiskPressure and PIDPressure. The pressure conditions
+//! come from the eviction manager (`pod::evict`), which checks the same thresholds it evicts
+//! by, with kubelet's reasons and messages. Pure: measurements in, JSON out.
 
+use crate::pod::evict::NodePressure;
 use crate::state::Reserved;
+use crate::stats::pressure::{Quantity, Signal, Threshold};
 use serde_json::{Value, json};
 
-pub const EVICTION_MEMORY_BYTES: u64 = 100 * 1024 * 1024;
-pub const EVICTION_NODEFS_PERCENT: u64 = 10;
-pub const EVICTION_INODES_PERCENT: u64 = 5;
-/// PID pressure when fewer than this share of process IDs is left.
-pub const EVICTION_PIDS_PERCENT: u64 = 10;
 pub const MAX_PODS: u64 = 110;
+/// kubelet's default `nodefs.available` threshold (`keel-agent doctor` warns below it).
+pub const EVICTION_NODEFS_PERCENT: u64 = 10;
 
 /// One reading of the machine.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Measurements {
     pub cpus: u64,
     pub memory_total: u64,
-    pub memory_available: u64,
     pub fs_total: u64,
-    pub fs_available: u64,
-    pub inodes_total: u64,
-    pub inodes_free: u64,
-    pub pids_used: u64,
-    pub pids_max: u64,
     /// Why the agent is not ready (root dir not writable, ...); None when it is.
     pub not_ready: Option<String>,
 }
@@ -42,18 +35,32 @@ fn cpu(millis: u64) -> String {
     }
 }
 
+/// Bytes a hard threshold on `signal` keeps back from `capacity` (0 when none is set).
+pub fn eviction_reserve(thresholds: &[Threshold], signal: Signal, capacity: u64) -> u64 {
+    thresholds
+        .iter()
+        .filter(|t| t.signal == signal)
+        .map(|t| match t.quantity {
+            Quantity::Absolute(b) => b,
+            Quantity::Fraction(f) => (capacity as f64 * f) as u64,
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 /// (capacity, allocatable) as Kubernetes quantities.
-pub fn resources(m: &Measurements, r: &Reserved) -> (Value, Value) {
+pub fn resources(m: &Measurements, r: &Reserved, thresholds: &[Threshold]) -> (Value, Value) {
     let capacity = json!({
         "cpu": cpu(m.cpus * 1000),
         "memory": ki(m.memory_total),
         "ephemeral-storage": ki(m.fs_total),
         "pods": MAX_PODS.to_string(),
     });
-    let fs_eviction = m.fs_total * EVICTION_NODEFS_PERCENT / 100;
+    let mem_eviction = eviction_reserve(thresholds, Signal::MemoryAvailable, m.memory_total);
+    let fs_eviction = eviction_reserve(thresholds, Signal::NodeFsAvailable, m.fs_total);
     let allocatable = json!({
         "cpu": cpu((m.cpus * 1000).saturating_sub(r.cpu_millis)),
-        "memory": ki(m.memory_total.saturating_sub(r.memory_bytes + EVICTION_MEMORY_BYTES)),
+        "memory": ki(m.memory_total.saturating_sub(r.memory_bytes + mem_eviction)),
         "ephemeral-storage": ki(m.fs_total.saturating_sub(r.ephemeral_storage_bytes + fs_eviction)),
         "pods": MAX_PODS.to_string(),
     });
@@ -63,60 +70,16 @@ pub fn resources(m: &Measurements, r: &Reserved) -> (Value, Value) {
 /// One condition: (type, status, reason, message).
 pub type Condition = (&'static str, &'static str, &'static str, String);
 
-pub fn conditions(m: &Measurements) -> Vec<Condition> {
-    let mem = if m.memory_available < EVICTION_MEMORY_BYTES {
-        (
-            "True",
-            "KubeletHasInsufficientMemory",
-            format!(
-                "available memory {} is below the eviction threshold {}",
-                ki(m.memory_available),
-                ki(EVICTION_MEMORY_BYTES)
-            ),
-        )
-    } else {
-        (
-            "False",
-            "KubeletHasSufficientMemory",
-            "kubelet has sufficient memory available".into(),
-        )
-    };
-    let disk_low = m.fs_total > 0 && m.fs_available * 100 < m.fs_total * EVICTION_NODEFS_PERCENT;
-    let inodes_low =
-        m.inodes_total > 0 && m.inodes_free * 100 < m.inodes_total * EVICTION_INODES_PERCENT;
-    let disk = if disk_low || inodes_low {
-        (
-            "True",
-            "KubeletHasDiskPressure",
-            format!(
-                "the root dir's filesystem has {} of {} free and {} of {} inodes free (thresholds {EVICTION_NODEFS_PERCENT}% and {EVICTION_INODES_PERCENT}%)",
-                ki(m.fs_available),
-                ki(m.fs_total),
-                m.inodes_free,
-                m.inodes_total
-            ),
-        )
-    } else {
-        (
-            "False",
-            "KubeletHasNoDiskPressure",
-            "kubelet has no disk pressure".into(),
-        )
-    };
-    let pids_low = m.pids_max > 0
-        && (m.pids_max.saturating_sub(m.pids_used)) * 100 < m.pids_max * EVICTION_PIDS_PERCENT;
-    let pid = if pids_low {
-        (
-            "True",
-            "KubeletHasInsufficientPID",
-            format!("{} of {} process IDs in use", m.pids_used, m.pids_max),
-        )
-    } else {
-        (
-            "False",
-            "KubeletHasSufficientPID",
-            "kubelet has sufficient PID available".into(),
-        )
+/// The four conditions, pressure ones as kubelet's setters word them.
+pub fn conditions(m: &Measurements, pressure: &NodePressure) -> Vec<Condition> {
+    let under = |c: &str| pressure.conditions.contains(&c);
+    let pick = |c: &'static str, yes: (&'static str, &str), no: (&'static str, &str)| {
+        let (status, (reason, message)) = if under(c) {
+            ("True", yes)
+        } else {
+            ("False", no)
+        };
+        (c, status, reason, message.to_string())
     };
     let ready = match &m.not_ready {
         None => (
@@ -127,9 +90,33 @@ pub fn conditions(m: &Measurements) -> Vec<Condition> {
         Some(why) => ("False", "KubeletNotReady", why.clone()),
     };
     vec![
-        ("MemoryPressure", mem.0, mem.1, mem.2),
-        ("DiskPressure", disk.0, disk.1, disk.2),
-        ("PIDPressure", pid.0, pid.1, pid.2),
+        pick(
+            "MemoryPressure",
+            (
+                "KubeletHasInsufficientMemory",
+                "kubelet has insufficient memory available",
+            ),
+            (
+                "KubeletHasSufficientMemory",
+                "kubelet has sufficient memory available",
+            ),
+        ),
+        pick(
+            "DiskPressure",
+            ("KubeletHasDiskPressure", "kubelet has disk pressure"),
+            ("KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+        ),
+        pick(
+            "PIDPressure",
+            (
+                "KubeletHasInsufficientPID",
+                "kubelet has insufficient PID available",
+            ),
+            (
+                "KubeletHasSufficientPID",
+                "kubelet has sufficient PID available",
+            ),
+        ),
         ("Ready", ready.0, ready.1, ready.2),
     ]
 }
@@ -232,61 +219,59 @@ fn bytes(v: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stats::pressure::{default_thresholds, parse_thresholds};
 
     fn healthy() -> Measurements {
         Measurements {
             cpus: 2,
             memory_total: 4 << 30,
-            memory_available: 2 << 30,
             fs_total: 100 << 30,
-            fs_available: 50 << 30,
-            inodes_total: 1000,
-            inodes_free: 500,
-            pids_used: 300,
-            pids_max: 32768,
             not_ready: None,
         }
     }
 
-    fn status_of(m: &Measurements, t: &str) -> &'static str {
-        conditions(m)
+    fn status_of(m: &Measurements, p: &NodePressure, t: &str) -> (&'static str, &'static str) {
+        conditions(m, p)
             .into_iter()
             .find(|c| c.0 == t)
-            .map(|c| c.1)
+            .map(|c| (c.1, c.2))
             .expect("condition")
     }
 
     #[test]
-    fn thresholds() {
+    fn pressure_conditions_follow_the_eviction_manager() {
         let ok = healthy();
+        let none = NodePressure::default();
         for t in ["MemoryPressure", "DiskPressure", "PIDPressure"] {
-            assert_eq!(status_of(&ok, t), "False", "{t}");
+            assert_eq!(status_of(&ok, &none, t).0, "False", "{t}");
         }
-        assert_eq!(status_of(&ok, "Ready"), "True");
-        type Change = Box<dyn Fn(&mut Measurements)>;
-        let cases: Vec<(&str, Change)> = vec![
-            (
-                "MemoryPressure",
-                Box::new(|m| m.memory_available = 99 << 20),
-            ),
-            ("DiskPressure", Box::new(|m| m.fs_available = 9 << 30)),
-            ("DiskPressure", Box::new(|m| m.inodes_free = 49)),
-            ("PIDPressure", Box::new(|m| m.pids_used = 32000)),
-        ];
-        for (t, f) in cases {
-            let mut m = healthy();
-            f(&mut m);
-            assert_eq!(status_of(&m, t), "True", "{t}");
-        }
+        assert_eq!(
+            status_of(&ok, &none, "MemoryPressure").1,
+            "KubeletHasSufficientMemory"
+        );
+        assert_eq!(status_of(&ok, &none, "Ready").0, "True");
+        let mem = NodePressure {
+            conditions: vec!["MemoryPressure", "PIDPressure"],
+            taints: vec![],
+        };
+        assert_eq!(
+            status_of(&ok, &mem, "MemoryPressure"),
+            ("True", "KubeletHasInsufficientMemory")
+        );
+        assert_eq!(status_of(&ok, &mem, "DiskPressure").0, "False");
+        assert_eq!(
+            status_of(&ok, &mem, "PIDPressure"),
+            ("True", "KubeletHasInsufficientPID")
+        );
         let mut m = healthy();
         m.not_ready = Some("root dir not writable".into());
-        assert_eq!(status_of(&m, "Ready"), "False");
+        assert_eq!(status_of(&m, &none, "Ready").0, "False");
     }
 
     #[test]
     fn allocatable_subtracts_reserved_and_eviction() {
         let r = parse_reserved("cpu=500m,memory=1Gi,ephemeral-storage=1Gi").expect("parse");
-        let (cap, alloc) = resources(&healthy(), &r);
+        let (cap, alloc) = resources(&healthy(), &r, &default_thresholds());
         assert_eq!(cap["cpu"], "2");
         assert_eq!(cap["pods"], "110");
         assert_eq!(alloc["cpu"], "1500m");
@@ -298,13 +283,21 @@ mod tests {
             alloc["ephemeral-storage"],
             format!("{}Ki", ((100u64 << 30) - (1 << 30) - (10 << 30)) / 1024)
         );
+        // A configured threshold replaces the default one; a percentage is of capacity.
+        let t = parse_thresholds("memory.available<25%").expect("parse");
+        let (_, alloc) = resources(&healthy(), &Reserved::default(), &t);
+        assert_eq!(alloc["memory"], format!("{}Ki", (3u64 << 30) / 1024));
+        assert_eq!(
+            alloc["ephemeral-storage"],
+            format!("{}Ki", (100u64 << 30) / 1024)
+        );
         assert!(parse_reserved("gpu=1").is_err());
         assert!(parse_reserved("memory=lots").is_err());
     }
 
     #[test]
     fn transition_time_is_kept_while_status_holds() {
-        let conds = conditions(&healthy());
+        let conds = conditions(&healthy(), &NodePressure::default());
         let prev = json!([{"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"},
                           {"type": "MemoryPressure", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}]);
         let v = conditions_json(&conds, &prev, "2026-02-02T00:00:00Z");

@@ -7,7 +7,9 @@
 //! then all app containers start; `restartPolicy` Always/OnFailure/Never decides restarts,
 //! with CrashLoopBackOff delays of 10 s doubling to 5 min, reset after 10 min of running
 //! (pkg/kubelet/kubelet.go backoff constants); deletion stops every container within the grace
-//! period, then tears the sandbox down.
+//! period, then tears the sandbox down. Eviction (node pressure) stops every container within
+//! the eviction's grace period and tears the sandbox down too, but the pod then stays
+//! `Finished(Failed)`: the API object remains (reason `Evicted`) until someone deletes it.
 
 use std::collections::BTreeMap;
 
@@ -34,6 +36,9 @@ pub struct Desired {
     pub restart_policy: RestartPolicy,
     /// Set once the pod is being deleted: the grace period in milliseconds.
     pub deletion_grace: Option<Millis>,
+    /// Set once the node evicted the pod: the grace period in milliseconds (0 for a hard
+    /// threshold).
+    pub evicted: Option<Millis>,
 }
 
 /// The latest instance of one container, as the runtime reports it.
@@ -168,6 +173,13 @@ pub fn step(
     let now = seen.now;
     if let Some(grace) = want.deletion_grace {
         return terminate(state, want, seen, now, grace);
+    }
+    if let Some(grace) = want.evicted {
+        return match terminate(state, want, seen, now, grace) {
+            // Stopped and torn down: the pod is over, its object stays.
+            (State::Removed, _) => (State::Finished(Phase::Failed), vec![]),
+            other => other,
+        };
     }
     match state {
         State::Setup => match &seen.sandbox {
@@ -393,6 +405,7 @@ mod tests {
             containers: app.iter().map(|s| s.to_string()).collect(),
             restart_policy: policy,
             deletion_grace: None,
+            evicted: None,
         }
     }
 
@@ -553,6 +566,59 @@ mod tests {
                 "{what}"
             );
         }
+    }
+
+    #[test]
+    fn eviction_kills_tears_down_and_keeps_the_pod_failed() {
+        let mut evicted = desired(&[], &["web"], RestartPolicy::Always);
+        evicted.evicted = Some(0);
+        let mut mem = Memory::default();
+        let running = seen(
+            100,
+            Sandbox::Ready,
+            &[("web", Container::Running { started_at: 1 })],
+        );
+        assert_eq!(
+            step(&State::Running, &mut mem, &evicted, &running),
+            (
+                State::Terminating { deadline: 100 },
+                vec![
+                    Action::StopContainer {
+                        name: "web".into(),
+                        deadline: 100
+                    },
+                    Action::RequeueAt(100)
+                ]
+            ),
+            "hard eviction: grace 0"
+        );
+        // Killed: no restart despite restartPolicy Always; the sandbox goes.
+        let killed = seen(110, Sandbox::Ready, &[("web", exited(137, 1, 105))]);
+        let (next, actions) = step(
+            &State::Terminating { deadline: 100 },
+            &mut mem,
+            &evicted,
+            &killed,
+        );
+        assert_eq!(actions, vec![Action::RemoveSandbox]);
+        let torn = seen(120, Sandbox::Absent, &[("web", exited(137, 1, 105))]);
+        let (next, actions) = step(&next, &mut mem, &evicted, &torn);
+        assert_eq!(
+            (next.clone(), actions),
+            (State::Finished(Phase::Failed), vec![])
+        );
+        assert_eq!(phase(&next, &evicted, &torn), Phase::Failed);
+        // It stays Failed (the object is kept) until the pod is deleted.
+        assert_eq!(
+            step(&next, &mut mem, &evicted, &torn),
+            (State::Finished(Phase::Failed), vec![])
+        );
+        let mut deleted = evicted.clone();
+        deleted.deletion_grace = Some(30_000);
+        assert_eq!(
+            step(&next, &mut mem, &deleted, &torn),
+            (State::Removed, vec![])
+        );
     }
 
     #[test]

@@ -4,11 +4,13 @@
 //! - `worker`: runs one pod: lifecycle actions, status patches
 //! - `sandbox`, `container`, `bundle`, `images`, `shim`, `probes`: the executor's parts
 //! - `status`, `events`: what the API sees
+//! - `evict`: the eviction manager (node pressure conditions, evicting pods one per pass)
 //! - `record`: what the executor keeps on disk per pod
 
 pub mod bundle;
 pub mod container;
 pub mod events;
+pub mod evict;
 pub mod images;
 pub mod lifecycle;
 pub mod network;
@@ -44,6 +46,8 @@ pub struct Ctx {
     pub stats: crate::stats::Stats,
     /// The node's pod network, made once the Node has a podCIDR.
     pub net: tokio::sync::OnceCell<Arc<podspec_glue::Net>>,
+    /// Pods running here that the eviction manager may evict (their workers keep it current).
+    pub live: evict::Live,
 }
 
 impl Ctx {

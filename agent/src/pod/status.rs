@@ -48,6 +48,8 @@ pub struct Snapshot<'a> {
     pub previous: &'a Value,
     /// `<name>_<namespace>(<uid>)`, as kubelet names pods in messages.
     pub pod_label: &'a str,
+    /// The node evicted the pod: the eviction message (phase Failed, reason `Evicted`).
+    pub evicted: Option<&'a str>,
 }
 
 pub fn rfc3339(ms: i64) -> String {
@@ -261,8 +263,13 @@ pub fn build(s: &Snapshot<'_>) -> Value {
     if matches!(s.state, State::Terminating { .. } | State::Removed) {
         phase = Phase::Running;
     }
+    // kubelet's eviction manager sets the phase as it starts killing (killPodNow's status
+    // function), not once the containers are gone.
+    if s.evicted.is_some() {
+        phase = Phase::Failed;
+    }
     let finished = matches!(phase, Phase::Succeeded | Phase::Failed);
-    let conditions = vec![
+    let mut conditions = vec![
         condition(
             s.previous,
             "PodReadyToStartContainers",
@@ -301,6 +308,13 @@ pub fn build(s: &Snapshot<'_>) -> Value {
         ),
         condition(s.previous, "PodScheduled", true, None, &now),
     ];
+    if let Some(message) = s.evicted {
+        // kubelet adds DisruptionTarget (reason TerminationByKubelet) to pods it evicts.
+        let mut c = condition(s.previous, "DisruptionTarget", true, None, &now);
+        c["reason"] = json!("TerminationByKubelet");
+        c["message"] = json!(message);
+        conditions.push(c);
+    }
     let mut v = json!({
         "phase": phase_str(&phase),
         "conditions": conditions,
@@ -312,6 +326,10 @@ pub fn build(s: &Snapshot<'_>) -> Value {
     });
     if !init.is_empty() {
         v["initContainerStatuses"] = json!(init);
+    }
+    if let Some(message) = s.evicted {
+        v["reason"] = json!("Evicted");
+        v["message"] = json!(message);
     }
     if let Some(first) = s.pod_ips.first() {
         v["podIP"] = json!(first);
@@ -331,11 +349,22 @@ mod tests {
     use crate::pod::lifecycle::{RestartPolicy, Sandbox};
 
     fn snapshot_status(state: State, c: Container, mem: Memory, ready: bool) -> Value {
+        snapshot_evicted(state, c, mem, ready, None)
+    }
+
+    fn snapshot_evicted(
+        state: State,
+        c: Container,
+        mem: Memory,
+        ready: bool,
+        evicted: Option<&str>,
+    ) -> Value {
         let want = Desired {
             init_containers: vec![],
             containers: vec!["web".into()],
             restart_policy: RestartPolicy::Always,
             deletion_grace: None,
+            evicted: None,
         };
         let seen = Observed {
             now: 100_000,
@@ -366,6 +395,7 @@ mod tests {
             start_time: "2026-01-01T00:00:00Z",
             previous: &Value::Null,
             pod_label: "web_default(u1)",
+            evicted,
         })
     }
 
@@ -447,5 +477,54 @@ mod tests {
             s["containerStatuses"][0]["state"]["waiting"]["reason"],
             "ImagePullBackOff"
         );
+    }
+
+    #[test]
+    fn evicted_pod_is_failed_at_once_with_reason_and_message() {
+        let msg = "The node was low on resource: memory. ";
+        // Still being killed: already Failed, as kubelet's status function sets it.
+        let s = snapshot_evicted(
+            State::Terminating { deadline: 100_000 },
+            Container::Running { started_at: 90_000 },
+            Memory::default(),
+            true,
+            Some(msg),
+        );
+        assert_eq!(s["phase"], "Failed");
+        assert_eq!(s["reason"], "Evicted");
+        assert_eq!(s["message"], msg);
+        let cond = |t: &str| {
+            s["conditions"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["type"] == t))
+                .cloned()
+                .unwrap_or_default()
+        };
+        assert_eq!(cond("Ready")["status"], "False");
+        assert_eq!(cond("DisruptionTarget")["status"], "True");
+        assert_eq!(cond("DisruptionTarget")["reason"], "TerminationByKubelet");
+        let s = snapshot_evicted(
+            State::Finished(Phase::Failed),
+            Container::Exited {
+                code: 137,
+                oom: false,
+                started_at: 1,
+                finished_at: 2,
+            },
+            Memory::default(),
+            false,
+            Some(msg),
+        );
+        assert_eq!(
+            s["containerStatuses"][0]["state"]["terminated"]["exitCode"],
+            137
+        );
+        let plain = snapshot_status(
+            State::Running,
+            Container::Running { started_at: 90_000 },
+            Memory::default(),
+            true,
+        );
+        assert!(plain.get("reason").is_none());
     }
 }

@@ -48,6 +48,12 @@ pub enum Msg {
         /// Liveness or startup failed: the Killing event's message.
         restart: Option<String>,
     },
+    /// The eviction manager evicts the pod: kill it within `grace_ms`, then report it Failed
+    /// with reason `Evicted` and `message`.
+    Evict {
+        message: String,
+        grace_ms: i64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +88,8 @@ pub struct Worker {
     cancel: tokio::sync::watch::Sender<bool>,
     /// Probe runners of each container's current instance.
     probes: BTreeMap<String, tokio::task::AbortHandle>,
+    /// Evicted by this node: the message and the grace period (ms).
+    evicted: Option<(String, i64)>,
 }
 
 fn desired(pod: &Pod, gone: bool) -> Desired {
@@ -111,6 +119,7 @@ fn desired(pod: &Pod, gone: bool) -> Desired {
         containers: names(&spec.containers),
         restart_policy,
         deletion_grace,
+        evicted: None,
     }
 }
 
@@ -142,6 +151,11 @@ impl Worker {
             .map(|t| t.0.to_string())
             .unwrap_or_else(|| status::rfc3339(now_ms()));
         let fresh = record.is_none();
+        // Evicted before an agent restart: finish the eviction, never restart its containers.
+        let evicted = pod.status.as_ref().and_then(|s| {
+            (s.phase.as_deref() == Some("Failed") && s.reason.as_deref() == Some("Evicted"))
+                .then(|| (s.message.clone().unwrap_or_default(), 0))
+        });
         let record = record.unwrap_or_else(|| PodRecord {
             namespace: pod
                 .metadata
@@ -175,6 +189,7 @@ impl Worker {
             tx: tx.clone(),
             probes: BTreeMap::new(),
             cancel: tokio::sync::watch::Sender::new(false),
+            evicted,
         };
         if !fresh {
             w.adopt().await;
@@ -244,8 +259,32 @@ impl Worker {
         tracing::info!(pod = %pod_label(&self.pod), containers = self.current.len(), "re-adopted pod from disk");
     }
 
+    /// What the API asks for, with this node's eviction.
+    fn want(&self) -> Desired {
+        let mut want = desired(&self.pod, self.gone);
+        want.evicted = self.evicted.as_ref().map(|(_, grace)| *grace);
+        want
+    }
+
+    /// Offers the pod to the eviction manager while it runs; withdraws it once it is deleted,
+    /// finished or evicted.
+    fn offer_for_eviction(&self) {
+        let running = matches!(self.state, State::Setup | State::Init(_) | State::Running);
+        if running
+            && self.evicted.is_none()
+            && !self.gone
+            && self.pod.metadata.deletion_timestamp.is_none()
+        {
+            self.ctx
+                .live
+                .set(&self.uid, self.pod.clone(), self.tx.clone());
+        } else {
+            self.ctx.live.remove(&self.uid);
+        }
+    }
+
     fn observe(&self) -> Observed {
-        let want = desired(&self.pod, self.gone);
+        let want = self.want();
         let mut containers = BTreeMap::new();
         for name in want.init_containers.iter().chain(&want.containers) {
             let c = if self.starting.contains(name) {
@@ -283,7 +322,7 @@ impl Worker {
 
     async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
         loop {
-            let want = desired(&self.pod, self.gone);
+            let want = self.want();
             let mut again = true;
             while again {
                 again = false;
@@ -296,9 +335,11 @@ impl Worker {
                 }
             }
             if self.state == State::Removed {
+                self.ctx.live.remove(&self.uid);
                 self.finish().await;
                 return;
             }
+            self.offer_for_eviction();
             self.publish(&want).await;
             let wake = self.requeue.map(|t| {
                 tokio::time::Instant::now()
@@ -313,6 +354,7 @@ impl Worker {
             };
             let Some(msg) = msg else {
                 // The sync loop went away (agent shutting down): leave containers running.
+                self.ctx.live.remove(&self.uid);
                 self.abort_probes();
                 return;
             };
@@ -393,6 +435,18 @@ impl Worker {
                 if let Some(why) = restart {
                     let deadline = now_ms() + self.grace_ms();
                     self.stop(&name, deadline, Some(why));
+                }
+            }
+            Msg::Evict { message, grace_ms } => {
+                if self.evicted.is_none()
+                    && !self.gone
+                    && self.pod.metadata.deletion_timestamp.is_none()
+                {
+                    self.ctx
+                        .events
+                        .warning(&self.pod, "Evicted", message.clone());
+                    self.ctx.live.remove(&self.uid);
+                    self.evicted = Some((message, grace_ms));
                 }
             }
         }
@@ -567,6 +621,7 @@ impl Worker {
             start_time: &self.start_time,
             previous: &previous,
             pod_label: &label,
+            evicted: self.evicted.as_ref().map(|(m, _)| m.as_str()),
         });
         if strip_times(&st) == strip_times(&self.last_status) {
             return;
