@@ -343,28 +343,30 @@ pub fn node_metrics(
 
 /// PodMetrics of every pod in `pods` that some summary reports, matching `selector`. A pod
 /// whose containers have no CPU rate yet (first sample) is left out, as metrics-server does.
+/// Summaries are matched by uid: a pod deleted on one node and created again under the same
+/// name on another is still in the first node's summary until that agent has removed it.
 pub fn pod_metrics(
     pods: &[Value],
     summaries: &HashMap<String, Value>,
     selector: &LabelSelector,
     name: Option<&str>,
 ) -> Vec<Value> {
-    let mut reported: HashMap<(&str, &str), (&Value, &Value)> = HashMap::new();
+    let mut reported: HashMap<&str, (&Value, &Value)> = HashMap::new();
     for s in summaries.values() {
         for p in s["pods"].as_array().into_iter().flatten() {
-            let ns = p["podRef"]["namespace"].as_str().unwrap_or_default();
-            let n = p["podRef"]["name"].as_str().unwrap_or_default();
-            reported.insert((ns, n), (p, s));
+            if let Some(uid) = p["podRef"]["uid"].as_str() {
+                reported.insert(uid, (p, s));
+            }
         }
     }
     let mut out = Vec::new();
     for pod in pods {
-        let ns = pod["metadata"]["namespace"].as_str().unwrap_or_default();
         let n = pod["metadata"]["name"].as_str().unwrap_or_default();
         if name.is_some_and(|w| w != n) || !selector.matches(pod) {
             continue;
         }
-        let Some((p, s)) = reported.get(&(ns, n)) else {
+        let uid = pod["metadata"]["uid"].as_str().unwrap_or_default();
+        let Some((p, s)) = reported.get(uid) else {
             continue;
         };
         let containers: Option<Vec<Value>> = p["containers"]
@@ -442,14 +444,18 @@ mod tests {
                  "containers": [{"name": "a", "cpu": {"usageCoreNanoSeconds": 5}, "memory": {"workingSetBytes": 1}}]}]})
     }
 
-    fn pod(name: &str, app: &str) -> Value {
-        json!({"metadata": {"namespace": "default", "name": name, "labels": {"app": app}}})
+    fn pod(name: &str, uid: &str, app: &str) -> Value {
+        json!({"metadata": {"namespace": "default", "name": name, "uid": uid, "labels": {"app": app}}})
     }
 
     #[test]
     fn pod_metrics_shape_selector_and_fresh_pods() {
         let sums = HashMap::from([("n1".to_string(), summary())]);
-        let pods = [pod("web", "web"), pod("fresh", "web"), pod("other", "db")];
+        let pods = [
+            pod("web", "u1", "web"),
+            pod("fresh", "u2", "web"),
+            pod("other", "u3", "db"),
+        ];
         let all = LabelSelector::parse("").expect("empty selector");
         let items = pod_metrics(&pods, &sums, &all, None);
         assert_eq!(items.len(), 1, "{items:#?}");
@@ -460,6 +466,9 @@ mod tests {
         assert_eq!(m["window"], "10s");
         let db = LabelSelector::parse("app=db").expect("selector");
         assert!(pod_metrics(&pods, &sums, &db, None).is_empty());
+        // The same name with another uid (created again elsewhere) is not the summary's pod.
+        let again = [pod("web", "u9", "web")];
+        assert!(pod_metrics(&again, &sums, &all, None).is_empty());
         let t = table(&items);
         assert_eq!(
             t["rows"][0]["cells"],
