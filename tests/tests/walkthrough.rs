@@ -131,6 +131,45 @@ fn run_on(k: &Kubectl, pod_name: &str, node: &str, script: &str) -> i64 {
         .unwrap_or_else(|| panic!("{pod_name} ended without an exit code: {done}"))
 }
 
+/// Polls `kubectl <args>` (a `top` table) until it has a row for each of `names` with a CPU
+/// cell (`<n>m`) and a memory cell (`<n>Mi`, column `mem`), both above 0 when `busy` (a
+/// busybox pod's few hundred KiB show as 0Mi); the first figures need two housekeeping passes
+/// of the agent. On timeout shows the last output.
+fn top_shows(k: &Kubectl, args: &[&str], names: &[&str], mem: usize, busy: bool) {
+    let deadline = std::time::Instant::now() + keel_tests::scaled(START);
+    loop {
+        let out = k.run(args);
+        let rows: Vec<Vec<String>> = out.stdout.lines().map(cells).collect();
+        let number = |cell: Option<&String>, unit: &str| {
+            cell.and_then(|c| c.strip_suffix(unit)?.parse::<u64>().ok())
+        };
+        let header_ok = rows.first().is_some_and(|h| {
+            h.first().map(String::as_str) == Some("NAME")
+                && h.get(1).is_some_and(|c| c.starts_with("CPU"))
+                && h.get(mem).is_some_and(|m| m.starts_with("MEMORY"))
+        });
+        let rows_ok = names.iter().all(|n| {
+            rows.iter().any(|r| {
+                r.first().map(String::as_str) == Some(*n)
+                    && number(r.get(1), "m").is_some_and(|c| c > 0 || !busy)
+                    && number(r.get(mem), "Mi").is_some_and(|m| m > 0 || !busy)
+            })
+        });
+        if out.ok && header_ok && rows_ok {
+            eprintln!("$ kubectl {}\n{}", args.join(" "), out.stdout);
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "`kubectl {}` did not show {names:?} with usage; last output:\n{}{}",
+            args.join(" "),
+            out.stdout,
+            out.stderr
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
 /// Checks that don't block later steps (logs go through the API server to the agent's HTTPS
 /// endpoint, a path of its own): failures are collected and reported together at the end.
 #[derive(Default)]
@@ -230,6 +269,29 @@ fn reference_walkthrough() {
         },
     );
     eprintln!("$ curl {url}\n{page}");
+
+    step("kubectl top nodes, kubectl top pods: usage from the agents' stats");
+    top_shows(
+        &k,
+        &["top", "nodes"],
+        &["master", "worker01", "worker02"],
+        3,
+        true,
+    );
+    top_shows(&k, &["top", "pods"], &["web"], 2, false);
+    let raw = show(
+        &k,
+        &[
+            "get",
+            "--raw",
+            "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/web",
+        ],
+    );
+    let m: Value = serde_json::from_str(&raw).expect("PodMetrics json");
+    let kib = m["containers"][0]["usage"]["memory"]
+        .as_str()
+        .and_then(|v| v.strip_suffix("Ki")?.parse::<u64>().ok());
+    assert!(kib.is_some_and(|k| k > 0), "web's memory in KiB: {m}");
 
     step("kubectl create deploy web2 --image=hub.test.com/nginx --replicas=2");
     let created = show(
