@@ -10,11 +10,13 @@
 //! - `services`: the service proxy and node-local cluster DNS
 //! - `server`: the HTTPS endpoint on 10250 (logs, stats) for the control plane
 //! - `stats`: cgroup and procfs housekeeping, `/stats/summary`, Prometheus metrics
+//! - `logship`: ships container logs and the agent's own logs to the control plane's log store
 #![forbid(unsafe_code)]
 
 pub mod bootstrap;
 pub mod client;
 pub mod doctor;
+pub mod logship;
 pub mod node;
 pub mod pod;
 pub mod run;

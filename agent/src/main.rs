@@ -8,6 +8,8 @@ use keel_agent::state::{AgentConfig, DEFAULT_ROOT, Layout};
 use keel_agent::{doctor, node, run};
 use std::net::IpAddr;
 use std::path::PathBuf;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 #[derive(Parser)]
 #[command(name = "keel-agent", version, about = "The Keel node agent")]
@@ -181,6 +183,9 @@ fn main() {
                 .unwrap_or_else(|_| "info,kube_client::client::tls=error".into()),
         )
         .with_writer(std::io::stderr)
+        .finish()
+        // The agent's own lines also go to the cluster log store (logship::agentlog).
+        .with(keel_agent::logship::agentlog::layer())
         .init();
     let result = match cli.command {
         Command::Doctor { root_dir } => {

@@ -258,6 +258,7 @@ fn start_loops(
         net: Default::default(),
         live: Default::default(),
     });
+    crate::logship::start(layout, &config.node_name, client.clone(), stop.clone());
     tokio::spawn(pod::sync::run(ctx.clone(), stop.clone()));
     tokio::spawn(pod::evict::run(
         ctx.clone(),

@@ -92,6 +92,8 @@ pub async fn create(
 /// Removes every container instance, the volumes, the cgroup, the network and the folder.
 pub async fn remove(ctx: &Arc<Ctx>, pod: &Pod, record: &Arc<Mutex<PodRecord>>) {
     let rec = record.lock().map(|r| r.clone()).unwrap_or_default();
+    // The log shipper keeps the logs until their last lines are in the log store.
+    crate::logship::retire(&ctx.layout, pod);
     for c in &rec.containers {
         super::container::remove_instance(ctx, c).await;
     }
