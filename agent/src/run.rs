@@ -257,6 +257,7 @@ fn start_loops(
         stats: stats.clone(),
         net: Default::default(),
         live: Default::default(),
+        pressure: pressure.subscribe(),
     });
     crate::logship::start(layout, &config.node_name, client.clone(), stop.clone());
     tokio::spawn(pod::sync::run(ctx.clone(), stop.clone()));

@@ -6,7 +6,8 @@
 //! BestEffort pod is evicted first (phase Failed, reason Evicted, an Evicted Warning event)
 //! while the Guaranteed pod still runs; the evicted pod's processes are gone and the object
 //! stays; `kubelet_evictions{eviction_signal="memory.available"}` counts it; the Guaranteed
-//! pod is evicted on a later pass. Restarted with the default thresholds, the agent reports
+//! pod is evicted on a later pass; a new BestEffort pod bound to the node is refused at
+//! admission. Restarted with the default thresholds, the agent reports
 //! MemoryPressure=False, drops its taint (the admin's stays), and leaves the evicted pods
 //! Failed without restarting them.
 
@@ -19,6 +20,18 @@ use std::time::Duration;
 const START: Duration = Duration::from_secs(120);
 const MEMORY_TAINT: &str = "node.kubernetes.io/memory-pressure";
 const ADMIN_TAINT: &str = "keel.test/eviction";
+
+/// Bound to the node directly (no scheduler, so the taint does not keep it away): the
+/// node's admission must refuse it while it is under memory pressure.
+const REFUSED: &str = r#"apiVersion: v1
+kind: Pod
+metadata: {name: refused}
+spec:
+  nodeName: master
+  containers:
+  - name: web
+    image: nginx:1.14
+"#;
 
 const PODS: &str = r#"apiVersion: v1
 kind: Pod
@@ -256,7 +269,8 @@ fn besteffort_pod_is_evicted_first_under_memory_pressure() {
     );
     let message = be["status"]["message"].as_str().unwrap_or_default();
     assert!(
-        message.starts_with("The node was low on resource: memory."),
+        message.starts_with("The node was low on resource: memory. Threshold quantity: ")
+            && message.contains("Container web was using "),
         "eviction message: {message}"
     );
     let disruption = be["status"]["conditions"]
@@ -333,6 +347,24 @@ fn besteffort_pod_is_evicted_first_under_memory_pressure() {
             .then_some(())
     });
 
+    // Admission: a BestEffort pod bound to the node is refused, never started.
+    let refused = c.lab.path("refused.yaml");
+    std::fs::write(&refused, REFUSED).expect("write manifest");
+    k.ok(&["apply", "-f", &refused.to_string_lossy()]);
+    let p = poll("the refused pod Failed/Evicted", START, || {
+        let ps = pods(&c);
+        find(&ps, "refused").filter(|p| is_evicted(p)).cloned()
+    });
+    assert_eq!(
+        p["status"]["message"],
+        "Pod was rejected: The node had condition: [MemoryPressure]. "
+    );
+    assert!(
+        p["status"]["containerStatuses"][0]["state"]["running"].is_null(),
+        "the refused pod never ran: {}",
+        p["status"]
+    );
+
     // Back to kubelet's defaults: no pressure, no taint; the evicted pods stay Failed.
     c.restart_agent(MASTER);
     let n = poll("MemoryPressure=False and the taint removed", START, || {
@@ -351,7 +383,7 @@ fn besteffort_pod_is_evicted_first_under_memory_pressure() {
         taint_keys(&n)
     );
     let ps = pods(&c);
-    for name in ["besteffort", "guaranteed"] {
+    for name in ["besteffort", "guaranteed", "refused"] {
         let p = find(&ps, name).unwrap_or_else(|| panic!("{name} is kept after its eviction"));
         assert!(
             is_evicted(p),

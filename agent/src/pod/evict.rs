@@ -11,6 +11,7 @@
 use super::Ctx;
 use super::worker::Msg;
 use crate::stats::pressure::{self, PodFacts, PressureError, Signal, Threshold};
+use crate::stats::sample::Sample;
 use k8s_openapi::api::core::v1::Pod;
 use keel_podspec::quantity::{self, Side};
 use std::collections::BTreeMap;
@@ -190,6 +191,84 @@ pub fn facts(pod: &Pod) -> Option<PodFacts> {
     })
 }
 
+/// kubelet's eviction admission: on a node under pressure a new pod is refused (reason
+/// `Evicted`), except critical pods and, when MemoryPressure is the only condition, pods that
+/// are not BestEffort or that tolerate the memory-pressure taint. Err is kubelet's message.
+pub fn admit(pod: &Pod, conditions: &[&str]) -> Result<(), String> {
+    if conditions.is_empty() || facts(pod).is_none() {
+        return Ok(());
+    }
+    if conditions == ["MemoryPressure"] {
+        let best_effort = keel_podspec::qos::class(pod) == keel_podspec::qos::QosClass::BestEffort;
+        let tolerates = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.tolerations.as_ref())
+            .is_some_and(|ts| {
+                ts.iter().any(|t| {
+                    let key = t.key.as_deref().unwrap_or("");
+                    let key_ok = match t.operator.as_deref() {
+                        Some("Exists") => key.is_empty() || key == Signal::MemoryAvailable.taint(),
+                        _ => {
+                            key == Signal::MemoryAvailable.taint()
+                                && t.value.as_deref().unwrap_or("").is_empty()
+                        }
+                    };
+                    let effect = t.effect.as_deref().unwrap_or("");
+                    key_ok && (effect.is_empty() || effect == "NoSchedule")
+                })
+            });
+        if !best_effort || tolerates {
+            return Ok(());
+        }
+    }
+    // Go's %v of a slice: `[MemoryPressure DiskPressure]`.
+    Err(format!(
+        "The node had condition: [{}]. ",
+        conditions.join(" ")
+    ))
+}
+
+/// kubelet's per-container part of a memory eviction message: each container using more than
+/// its request, e.g. `Container web was using 12Ki, request is 0, has larger consumption of
+/// memory. `
+pub fn container_message(pod: &Pod, sample: &Sample, signal: Signal) -> String {
+    if signal != Signal::MemoryAvailable {
+        return String::new();
+    }
+    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+    let Some(ps) = sample.pods.iter().find(|p| p.uid == uid) else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for c in pod.spec.iter().flat_map(|s| &s.containers) {
+        let Some(used) = ps
+            .containers
+            .iter()
+            .find(|x| x.name == c.name)
+            .and_then(|x| x.stats.memory.as_ref())
+            .map(|m| m.working_set)
+        else {
+            continue;
+        };
+        let request = quantity::get(c, Side::Requests, "memory");
+        let request_bytes = quantity::bytes(c, Side::Requests, "memory")
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+            .max(0) as u64;
+        if used > request_bytes {
+            out += &format!(
+                "Container {} was using {}, request is {}, has larger consumption of memory. ",
+                c.name,
+                pressure::binary_si(used),
+                request.map_or("0".to_string(), |q| q.0.clone())
+            );
+        }
+    }
+    out
+}
+
 /// Thresholds that apply on this node: the imagefs signal only when images sit on their own
 /// filesystem (kubelet's HasDedicatedImageFs; otherwise nodefs covers the same disk, and a
 /// second, stricter threshold on it would report DiskPressure at 85% use).
@@ -305,16 +384,16 @@ pub async fn run(
         else {
             continue;
         };
-        tracing::warn!(pod = %format!("{}/{}", victim.namespace, victim.name), signal = first.signal.name(), message = %decision.message, "evicting pod");
+        tracing::warn!(pod = %format!("{}/{}", victim.namespace, victim.name), signal = first.signal.name(), available = first.available, threshold = first.threshold, "evicting pod");
         let msg = Msg::Evict {
-            message: decision.message.clone(),
+            message: decision.message.clone() + &container_message(pod, &sample, first.signal),
             grace_ms: 0,
         };
         if tx.send(msg).await.is_ok() {
             ctx.live.remove(&victim.uid);
             ctx.stats.registry().evictions.inc_with(first.signal.name());
         } else {
-            tracing::debug!(pod = ?pod.metadata.name, "the pod's worker is gone");
+            tracing::debug!(pod = %format!("{}/{}", victim.namespace, victim.name), "the pod's worker is gone");
         }
     }
 }
@@ -357,6 +436,72 @@ mod tests {
         assert_eq!(
             facts(&pod(None, None, json!({MIRROR_ANNOTATION: "abc"}))),
             None
+        );
+    }
+
+    #[test]
+    fn admission_under_pressure() {
+        let be = pod(None, None, json!({}));
+        let burstable = pod(None, Some("64Mi"), json!({}));
+        let mut tolerating = be.clone();
+        if let Some(s) = tolerating.spec.as_mut() {
+            s.tolerations = Some(vec![
+                serde_json::from_value(json!({"key": "node.kubernetes.io/memory-pressure", "operator": "Exists", "effect": "NoSchedule"}))
+                    .expect("toleration"),
+            ]);
+        }
+        let critical = pod(Some(SYSTEM_CRITICAL_PRIORITY), None, json!({}));
+        assert_eq!(admit(&be, &[]), Ok(()));
+        assert_eq!(
+            admit(&be, &["MemoryPressure"]),
+            Err("The node had condition: [MemoryPressure]. ".into())
+        );
+        assert_eq!(admit(&burstable, &["MemoryPressure"]), Ok(()));
+        assert_eq!(admit(&tolerating, &["MemoryPressure"]), Ok(()));
+        assert_eq!(
+            admit(&critical, &["MemoryPressure", "DiskPressure"]),
+            Ok(())
+        );
+        // Disk (or PID) pressure refuses every pod that is not critical.
+        assert_eq!(
+            admit(&burstable, &["MemoryPressure", "DiskPressure"]),
+            Err("The node had condition: [MemoryPressure DiskPressure]. ".into())
+        );
+        assert!(admit(&tolerating, &["DiskPressure"]).is_err());
+    }
+
+    #[test]
+    fn victim_message_names_containers_over_their_request() {
+        use crate::stats::sample::{CgroupSample, ContainerSample, Memory, PodSample};
+        let p = pod(None, Some("64Mi"), json!({}));
+        let container = |name: &str, ws: u64| ContainerSample {
+            name: name.into(),
+            stats: CgroupSample {
+                memory: Some(Memory {
+                    working_set: ws,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let sample = Sample {
+            pods: vec![PodSample {
+                uid: "u1".into(),
+                containers: vec![container("a", 100 << 20), container("b", 1 << 20)],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert_eq!(
+            container_message(&p, &sample, Signal::MemoryAvailable),
+            "Container a was using 100Mi, request is 64Mi, has larger consumption of memory. "
+        );
+        assert_eq!(container_message(&p, &sample, Signal::PidAvailable), "");
+        let be = pod(None, None, json!({}));
+        assert!(
+            container_message(&be, &sample, Signal::MemoryAvailable)
+                .contains("Container b was using 1Mi, request is 0,")
         );
     }
 

@@ -48,6 +48,8 @@ pub struct Ctx {
     pub net: tokio::sync::OnceCell<Arc<podspec_glue::Net>>,
     /// Pods running here that the eviction manager may evict (their workers keep it current).
     pub live: evict::Live,
+    /// The node's pressure conditions (admission refuses pods under pressure).
+    pub pressure: tokio::sync::watch::Receiver<evict::NodePressure>,
 }
 
 impl Ctx {

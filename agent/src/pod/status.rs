@@ -48,8 +48,18 @@ pub struct Snapshot<'a> {
     pub previous: &'a Value,
     /// `<name>_<namespace>(<uid>)`, as kubelet names pods in messages.
     pub pod_label: &'a str,
-    /// The node evicted the pod: the eviction message (phase Failed, reason `Evicted`).
-    pub evicted: Option<&'a str>,
+    /// The node evicted (or refused) the pod: phase Failed, reason `Evicted`.
+    pub evicted: Option<Evicted<'a>>,
+}
+
+/// How a pod was evicted.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Evicted<'a> {
+    /// `status.message`.
+    pub message: &'a str,
+    /// The eviction manager killed it (not admission): the DisruptionTarget condition's
+    /// message.
+    pub disruption: Option<&'a str>,
 }
 
 pub fn rfc3339(ms: i64) -> String {
@@ -114,7 +124,17 @@ fn container_status(
         .is_some_and(|(until, _)| *until > s.seen.now);
     let mut ready = false;
     let mut started = false;
+    // A container that never ran in a pod that is over (refused or evicted before it started):
+    // kubelet reports it terminated with ContainerStatusUnknown.
+    let never_ran = matches!(
+        c,
+        Container::Absent | Container::Pulling | Container::Failed { .. }
+    );
     let state = match &c {
+        _ if never_ran && s.evicted.is_some() && matches!(s.state, State::Finished(_)) => {
+            json!({"terminated": {"exitCode": 137, "reason": "ContainerStatusUnknown",
+                "message": "The container could not be located when the pod was terminated"}})
+        }
         Container::Absent | Container::Pulling => {
             let reason = if waiting_for_init {
                 "PodInitializing"
@@ -308,7 +328,7 @@ pub fn build(s: &Snapshot<'_>) -> Value {
         ),
         condition(s.previous, "PodScheduled", true, None, &now),
     ];
-    if let Some(message) = s.evicted {
+    if let Some(message) = s.evicted.and_then(|e| e.disruption) {
         // kubelet adds DisruptionTarget (reason TerminationByKubelet) to pods it evicts.
         let mut c = condition(s.previous, "DisruptionTarget", true, None, &now);
         c["reason"] = json!("TerminationByKubelet");
@@ -327,9 +347,9 @@ pub fn build(s: &Snapshot<'_>) -> Value {
     if !init.is_empty() {
         v["initContainerStatuses"] = json!(init);
     }
-    if let Some(message) = s.evicted {
+    if let Some(e) = s.evicted {
         v["reason"] = json!("Evicted");
-        v["message"] = json!(message);
+        v["message"] = json!(e.message);
     }
     if let Some(first) = s.pod_ips.first() {
         v["podIP"] = json!(first);
@@ -357,7 +377,7 @@ mod tests {
         c: Container,
         mem: Memory,
         ready: bool,
-        evicted: Option<&str>,
+        evicted: Option<Evicted<'_>>,
     ) -> Value {
         let want = Desired {
             init_containers: vec![],
@@ -482,13 +502,17 @@ mod tests {
     #[test]
     fn evicted_pod_is_failed_at_once_with_reason_and_message() {
         let msg = "The node was low on resource: memory. ";
+        let evicted = Some(Evicted {
+            message: msg,
+            disruption: Some(msg),
+        });
         // Still being killed: already Failed, as kubelet's status function sets it.
         let s = snapshot_evicted(
             State::Terminating { deadline: 100_000 },
             Container::Running { started_at: 90_000 },
             Memory::default(),
             true,
-            Some(msg),
+            evicted,
         );
         assert_eq!(s["phase"], "Failed");
         assert_eq!(s["reason"], "Evicted");
@@ -513,11 +537,35 @@ mod tests {
             },
             Memory::default(),
             false,
-            Some(msg),
+            evicted,
         );
         assert_eq!(
             s["containerStatuses"][0]["state"]["terminated"]["exitCode"],
             137
+        );
+        // Refused at admission: never started, no DisruptionTarget.
+        let refused = "Pod was rejected: The node had condition: [MemoryPressure]. ";
+        let s = snapshot_evicted(
+            State::Finished(Phase::Failed),
+            Container::Absent,
+            Memory::default(),
+            false,
+            Some(Evicted {
+                message: refused,
+                disruption: None,
+            }),
+        );
+        assert_eq!(s["phase"], "Failed");
+        assert_eq!(s["reason"], "Evicted");
+        assert_eq!(s["message"], refused);
+        assert_eq!(
+            s["containerStatuses"][0]["state"]["terminated"]["reason"],
+            "ContainerStatusUnknown"
+        );
+        assert!(
+            s["conditions"]
+                .as_array()
+                .is_some_and(|cs| cs.iter().all(|c| c["type"] != "DisruptionTarget"))
         );
         let plain = snapshot_status(
             State::Running,

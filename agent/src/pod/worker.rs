@@ -88,8 +88,18 @@ pub struct Worker {
     cancel: tokio::sync::watch::Sender<bool>,
     /// Probe runners of each container's current instance.
     probes: BTreeMap<String, tokio::task::AbortHandle>,
-    /// Evicted by this node: the message and the grace period (ms).
-    evicted: Option<(String, i64)>,
+    /// Evicted (or refused) by this node.
+    evicted: Option<Eviction>,
+}
+
+/// This node's eviction of the pod: by the eviction manager, or refused at admission.
+#[derive(Debug, Clone)]
+struct Eviction {
+    /// `status.message`.
+    message: String,
+    grace_ms: i64,
+    /// The DisruptionTarget condition's message (evictions, not refusals).
+    disruption: Option<String>,
 }
 
 fn desired(pod: &Pod, gone: bool) -> Desired {
@@ -152,10 +162,34 @@ impl Worker {
             .unwrap_or_else(|| status::rfc3339(now_ms()));
         let fresh = record.is_none();
         // Evicted before an agent restart: finish the eviction, never restart its containers.
-        let evicted = pod.status.as_ref().and_then(|s| {
-            (s.phase.as_deref() == Some("Failed") && s.reason.as_deref() == Some("Evicted"))
-                .then(|| (s.message.clone().unwrap_or_default(), 0))
+        let mut evicted = pod.status.as_ref().and_then(|s| {
+            (s.phase.as_deref() == Some("Failed") && s.reason.as_deref() == Some("Evicted")).then(
+                || Eviction {
+                    message: s.message.clone().unwrap_or_default(),
+                    grace_ms: 0,
+                    disruption: s
+                        .conditions
+                        .iter()
+                        .flatten()
+                        .find(|c| c.type_ == "DisruptionTarget")
+                        .map(|c| c.message.clone().unwrap_or_default()),
+                },
+            )
         });
+        // Admission (kubelet's eviction admit handler): a node under pressure refuses a pod it
+        // has not started yet.
+        if fresh && !gone && evicted.is_none() && pod.metadata.deletion_timestamp.is_none() {
+            let conditions = ctx.pressure.borrow().conditions.clone();
+            if let Err(why) = super::evict::admit(&pod, &conditions) {
+                tracing::warn!(pod = %pod_label(&pod), reason = %why, "refusing the pod");
+                ctx.events.warning(&pod, "Evicted", why.clone());
+                evicted = Some(Eviction {
+                    message: format!("Pod was rejected: {why}"),
+                    grace_ms: 0,
+                    disruption: None,
+                });
+            }
+        }
         let record = record.unwrap_or_else(|| PodRecord {
             namespace: pod
                 .metadata
@@ -262,7 +296,7 @@ impl Worker {
     /// What the API asks for, with this node's eviction.
     fn want(&self) -> Desired {
         let mut want = desired(&self.pod, self.gone);
-        want.evicted = self.evicted.as_ref().map(|(_, grace)| *grace);
+        want.evicted = self.evicted.as_ref().map(|e| e.grace_ms);
         want
     }
 
@@ -446,7 +480,11 @@ impl Worker {
                         .events
                         .warning(&self.pod, "Evicted", message.clone());
                     self.ctx.live.remove(&self.uid);
-                    self.evicted = Some((message, grace_ms));
+                    self.evicted = Some(Eviction {
+                        disruption: Some(message.clone()),
+                        message,
+                        grace_ms,
+                    });
                 }
             }
         }
@@ -621,7 +659,10 @@ impl Worker {
             start_time: &self.start_time,
             previous: &previous,
             pod_label: &label,
-            evicted: self.evicted.as_ref().map(|(m, _)| m.as_str()),
+            evicted: self.evicted.as_ref().map(|e| status::Evicted {
+                message: &e.message,
+                disruption: e.disruption.as_deref(),
+            }),
         });
         if strip_times(&st) == strip_times(&self.last_status) {
             return;

@@ -244,13 +244,35 @@ pub fn decide(s: &Sample, thresholds: &[Threshold], pods: &[PodFacts]) -> Decisi
         return d;
     };
     d.evict = rank(first.signal, s, pods);
+    let q = |n: u64| match first.signal {
+        Signal::PidAvailable | Signal::NodeFsInodesFree => n.to_string(),
+        _ => binary_si(n),
+    };
     d.message = format!(
         "The node was low on resource: {}. Threshold quantity: {}, available: {}. ",
         first.signal.resource(),
-        first.threshold,
-        first.available
+        q(first.threshold),
+        q(first.available)
     );
     d
+}
+
+/// Bytes as a Kubernetes quantity in binary SI (`100Mi`, `19511580Ki`, `1500`), as kubelet's
+/// eviction messages print them.
+pub fn binary_si(bytes: u64) -> String {
+    for (suffix, shift) in [
+        ("Ei", 60),
+        ("Pi", 50),
+        ("Ti", 40),
+        ("Gi", 30),
+        ("Mi", 20),
+        ("Ki", 10),
+    ] {
+        if bytes != 0 && bytes.trailing_zeros() >= shift {
+            return format!("{}{suffix}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
 }
 
 /// Pods in kubelet's eviction order for `signal`.
@@ -412,10 +434,14 @@ mod tests {
                 "burstable-under"
             ]
         );
-        assert!(
-            d.message
-                .starts_with("The node was low on resource: memory.")
+        assert_eq!(
+            d.message,
+            "The node was low on resource: memory. Threshold quantity: 100Mi, available: 50Mi. "
         );
+        assert_eq!(binary_si(19_979_857_920), "19511580Ki");
+        assert_eq!(binary_si(1500), "1500");
+        assert_eq!(binary_si(0), "0");
+        assert_eq!(binary_si(3 << 30), "3Gi");
     }
 
     #[test]
