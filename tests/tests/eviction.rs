@@ -12,7 +12,7 @@
 //! Failed without restarting them.
 
 use keel_tests::cluster::{Cluster, ClusterSpec, MASTER};
-use keel_tests::lab::{LabProcess, agent_command};
+use keel_tests::lab::{LabProcess, agent_command, error_line, fails_within};
 use keel_tests::poll;
 use serde_json::Value;
 use std::time::Duration;
@@ -212,6 +212,25 @@ fn besteffort_pod_is_evicted_first_under_memory_pressure() {
     let n = node(&c);
     assert_eq!(condition(&n, "MemoryPressure")["status"], "False");
     assert!(!taint_keys(&n).iter().any(|t| t.starts_with(MEMORY_TAINT)));
+
+    // A bad threshold: one line naming the flag, nothing started.
+    let root = c.agent(MASTER).root.to_string_lossy().into_owned();
+    let err = fails_within(
+        agent_command(
+            c.lab.machine(MASTER),
+            &[
+                "run",
+                "--root-dir",
+                &root,
+                "--eviction-hard=memory.available>1Gi",
+            ],
+        ),
+        Duration::from_secs(10),
+    );
+    assert!(
+        error_line(&err).starts_with("error: --eviction-hard: "),
+        "bad --eviction-hard: {err}"
+    );
 
     // A threshold above all the memory there is: memory.available is always below it.
     let threshold = format!("--eviction-hard=memory.available<{}Ki", 2 * mem_total_kib());
