@@ -7,9 +7,9 @@
 //! while the Guaranteed pod still runs; the evicted pod's processes are gone and the object
 //! stays; `kubelet_evictions{eviction_signal="memory.available"}` counts it; the Guaranteed
 //! pod is evicted on a later pass; a new BestEffort pod bound to the node is refused at
-//! admission. Restarted with the default thresholds, the agent reports
-//! MemoryPressure=False, drops its taint (the admin's stays), and leaves the evicted pods
-//! Failed without restarting them.
+//! admission and an unbound one stays unscheduled for the taint. Restarted with the default
+//! thresholds, the agent reports MemoryPressure=False, drops its taint (the admin's stays),
+//! leaves the evicted pods Failed without restarting them, and the waiting pod runs.
 
 use keel_tests::cluster::{Cluster, ClusterSpec, MASTER};
 use keel_tests::lab::{LabProcess, agent_command, error_line, fails_within};
@@ -384,6 +384,21 @@ fn besteffort_pod_is_evicted_first_under_memory_pressure() {
         p["status"]
     );
 
+    // The scheduler keeps new pods off the tainted node.
+    k.ok(&["run", "waiting", "--image=nginx:1.14"]);
+    let why = poll("waiting unschedulable for the taint", START, || {
+        let ps = pods(&c);
+        let p = find(&ps, "waiting")?;
+        let cond = p["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "PodScheduled")?
+            .clone();
+        (cond["status"] == "False" && cond["message"].as_str()?.contains(MEMORY_TAINT))
+            .then(|| cond["message"].clone())
+    });
+    eprintln!("waiting: {why}");
+
     // Back to kubelet's defaults: no pressure, no taint; the evicted pods stay Failed.
     c.restart_agent(MASTER);
     let n = poll("MemoryPressure=False and the taint removed", START, || {
@@ -411,4 +426,12 @@ fn besteffort_pod_is_evicted_first_under_memory_pressure() {
         );
     }
     assert!(pod_processes(&be_uid).is_empty(), "no container restarted");
+    poll(
+        "waiting scheduled and Running once the taint is gone",
+        START,
+        || {
+            let ps = pods(&c);
+            find(&ps, "waiting").filter(|p| is_running(p)).map(|_| ())
+        },
+    );
 }
