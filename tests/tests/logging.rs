@@ -394,3 +394,268 @@ fn restart_control(c: &mut Cluster, tag: &str, extra: &[&str]) {
         k.run(&["get", "--raw", "/readyz"]).ok.then_some(())
     });
 }
+
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let hz = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .unwrap_or(100.0);
+    (ticks(11) + ticks(12)) / hz
+}
+
+fn sqlite(db: &std::path::Path, sql: &str) -> String {
+    let out = std::process::Command::new("sqlite3")
+        .arg("-readonly")
+        .arg(db)
+        .arg(sql)
+        .output()
+        .expect("sqlite3 (apt-get install -y sqlite3)");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn need(bin: &str, package: &str) {
+    let found = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {bin}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(found, "{bin} is missing: apt-get install -y {package}");
+}
+
+/// What one shipper did with `lines` lines.
+struct Run {
+    seconds: f64,
+    cpu: f64,
+}
+
+impl Run {
+    fn report(&self, what: &str, lines: usize) {
+        eprintln!(
+            "BENCH {what}: {lines} lines in {:.2} s = {:.0} lines/s; {:.2} CPU s = {:.2} CPU s per million lines",
+            self.seconds,
+            lines as f64 / self.seconds,
+            self.cpu,
+            self.cpu / lines as f64 * 1e6
+        );
+    }
+}
+
+/// The log shipping benchmark (not part of CI): `scripts/bench-logs.sh`. One container writes
+/// `KEEL_BENCH_LINES` (default 300,000, so the 5 x 10 MiB CRI files hold them all even if the
+/// shipper falls behind) lines of 90 bytes as fast as it can; the time from its first line to
+/// the last one in the store gives lines/s, the agent's and keel-control's CPU time over that
+/// span (minus their idle rate) the cost. Then rsyslog (Debian's, imfile -> TCP -> omfile)
+/// ships a copy of the same file on loopback as the reference.
+#[test]
+#[ignore]
+fn bench_log_shipping() {
+    need("sqlite3", "sqlite3");
+    need("rsyslogd", "rsyslog");
+    let n: usize = std::env::var("KEEL_BENCH_LINES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300_000);
+    let mut c = Cluster::start("logbench", ClusterSpec::one_node());
+    let k = c.kubectl();
+    let agent = c.agent(MASTER).process.pid().expect("agent pid");
+    let control = c.control.process.pid().expect("keel-control pid");
+    let db = c.control.data.join("logs.db");
+    let root = c.agent(MASTER).root.clone();
+    // Idle cost over 5 s, subtracted below.
+    let (a0, c0, t0) = (
+        cpu_seconds(agent),
+        cpu_seconds(control),
+        std::time::Instant::now(),
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    let idle = (cpu_seconds(agent) - a0 + cpu_seconds(control) - c0) / t0.elapsed().as_secs_f64();
+    let pod = format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: bench, labels: {{app: bench}}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: writer
+    image: busybox
+    command: ["sh", "-c", "awk 'BEGIN {{ for (i = 0; i < {n}; i++) printf \"bench %07d the quick brown fox jumps over the lazy dog 0123456789 abcdefghijklmnopqrstuvw\\n\", i }}'; exec sleep 100000"]
+"#
+    );
+    let path = write(&c, "bench.yaml", &pod);
+    let (a1, c1) = (cpu_seconds(agent), cpu_seconds(control));
+    let started = std::time::Instant::now();
+    k.ok(&["apply", "-f", &path]);
+    let count_sql =
+        "SELECT count(*) FROM lines WHERE stream IN (SELECT id FROM streams WHERE pod = 'bench')";
+    let mut last = (0usize, std::time::Instant::now());
+    let done_at = loop {
+        let count: usize = sqlite(&db, count_sql).parse().unwrap_or(0);
+        if count >= n {
+            break chrono::Utc::now();
+        }
+        if count != last.0 {
+            last = (count, std::time::Instant::now());
+        }
+        assert!(
+            last.1.elapsed() < Duration::from_secs(60),
+            "the store stalled at {count} of {n} lines"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let span = started.elapsed().as_secs_f64();
+    let (a2, c2) = (cpu_seconds(agent), cpu_seconds(control));
+    let times = sqlite(
+        &db,
+        "SELECT min(ts), max(ts) FROM lines WHERE stream IN (SELECT id FROM streams WHERE pod = 'bench')",
+    );
+    let (first, last_ts) = times.split_once('|').expect("min|max");
+    let first: i64 = first.parse().expect("ns");
+    let last_ts: i64 = last_ts.parse().expect("ns");
+    let shipping = (done_at.timestamp_nanos_opt().unwrap_or_default() - first) as f64 / 1e9;
+    let writing = (last_ts - first) as f64 / 1e9;
+    let (agent_cpu, control_cpu) = (a2 - a1, c2 - c1);
+    let keel = Run {
+        seconds: shipping,
+        cpu: (agent_cpu + control_cpu - idle * span).max(0.0),
+    };
+    eprintln!(
+        "BENCH writer: {n} lines written in {writing:.2} s ({:.0} lines/s); agent {agent_cpu:.2} CPU s, keel-control {control_cpu:.2} CPU s, idle {idle:.3} CPU s/s over {span:.1} s",
+        n as f64 / writing.max(1e-9)
+    );
+    keel.report("keel (container -> agent -> HTTPS -> log store)", n);
+
+    // The reference: the same CRI records, as one file, shipped by rsyslog.
+    let mut files: Vec<std::path::PathBuf> = Vec::new();
+    for pod in std::fs::read_dir(root.join("pods"))
+        .expect("pods")
+        .flatten()
+    {
+        let dir = pod.path().join("logs/writer");
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            files.push(e.path());
+        }
+    }
+    // 0.log.4 (oldest) ... 0.log.1, then 0.log.
+    let rank = |p: &std::path::Path| {
+        p.extension()
+            .and_then(|e| e.to_str())
+            .and_then(|e| e.parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    files.sort_by_key(|p| std::cmp::Reverse(rank(p)));
+    let dir = c.lab.path("rsyslog");
+    std::fs::create_dir_all(dir.join("send")).expect("mkdir");
+    std::fs::create_dir_all(dir.join("recv")).expect("mkdir");
+    let mut data = Vec::new();
+    for f in &files {
+        data.extend(std::fs::read(f).expect("read a CRI file"));
+    }
+    let records = data.iter().filter(|b| **b == b'\n').count();
+    assert_eq!(records, n, "the CRI files hold every line ({files:?})");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let d = dir.display();
+    std::fs::write(
+        dir.join("recv.conf"),
+        format!(
+            "global(workDirectory=\"{d}/recv\" maxMessageSize=\"64k\")\n\
+             module(load=\"imtcp\")\n\
+             template(name=\"raw\" type=\"string\" string=\"%msg%\\n\")\n\
+             ruleset(name=\"r\") {{ action(type=\"omfile\" file=\"{d}/received.log\" template=\"raw\" asyncWriting=\"on\" ioBufferSize=\"256k\") }}\n\
+             input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{port}\" ruleset=\"r\")\n"
+        ),
+    )
+    .expect("write");
+    std::fs::write(
+        dir.join("send.conf"),
+        format!(
+            "global(workDirectory=\"{d}/send\" maxMessageSize=\"64k\")\n\
+             module(load=\"imfile\")\n\
+             ruleset(name=\"s\" queue.type=\"LinkedList\" queue.size=\"200000\") {{ action(type=\"omfwd\" target=\"127.0.0.1\" port=\"{port}\" protocol=\"tcp\") }}\n\
+             input(type=\"imfile\" file=\"{d}/ref.log\" tag=\"bench\" ruleset=\"s\")\n"
+        ),
+    )
+    .expect("write");
+    let mut recv = std::process::Command::new("rsyslogd")
+        .args([
+            "-n",
+            "-i",
+            &format!("{d}/recv.pid"),
+            "-f",
+            &format!("{d}/recv.conf"),
+        ])
+        .spawn()
+        .expect("rsyslogd");
+    poll(
+        "rsyslog receiver listening",
+        Duration::from_secs(10),
+        || {
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .ok()
+                .map(|_| ())
+        },
+    );
+    std::fs::write(dir.join("ref.log"), &data).expect("write ref.log");
+    let started = std::time::Instant::now();
+    let mut send = std::process::Command::new("rsyslogd")
+        .args([
+            "-n",
+            "-i",
+            &format!("{d}/send.pid"),
+            "-f",
+            &format!("{d}/send.conf"),
+        ])
+        .spawn()
+        .expect("rsyslogd");
+    let received = dir.join("received.log");
+    let mut last = (0usize, std::time::Instant::now());
+    let outcome = loop {
+        let got = std::fs::read(&received)
+            .map(|b| b.iter().filter(|c| **c == b'\n').count())
+            .unwrap_or(0);
+        if got >= n {
+            break Ok(started.elapsed().as_secs_f64());
+        }
+        if got != last.0 {
+            last = (got, std::time::Instant::now());
+        }
+        if last.1.elapsed() > Duration::from_secs(30) {
+            break Err(got);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let rs_cpu = cpu_seconds(send.id()) + cpu_seconds(recv.id());
+    let _ = send.kill();
+    let _ = recv.kill();
+    let _ = send.wait();
+    let _ = recv.wait();
+    match outcome {
+        Ok(seconds) => {
+            let rs = Run {
+                seconds,
+                cpu: rs_cpu,
+            };
+            rs.report("rsyslog 8.2302 (imfile -> TCP on loopback -> omfile)", n);
+            eprintln!(
+                "BENCH ratio keel/rsyslog: throughput {:.2}, CPU per line {:.2}",
+                rs.seconds / keel.seconds,
+                keel.cpu / rs.cpu.max(1e-9)
+            );
+        }
+        Err(got) => eprintln!("BENCH rsyslog stalled at {got} of {n} lines"),
+    }
+}

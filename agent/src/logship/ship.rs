@@ -60,6 +60,8 @@ pub struct Shipper {
 struct Batch {
     req: PushRequest,
     bytes: usize,
+    /// Some file has more to read now: read again without waiting.
+    more: bool,
 }
 
 impl Shipper {
@@ -114,7 +116,7 @@ impl Shipper {
                 }
                 continue;
             }
-            let full = batch.bytes >= BATCH_BYTES || batch.req.lines() >= BATCH_LINES;
+            let full = batch.more || batch.bytes >= BATCH_BYTES || batch.req.lines() >= BATCH_LINES;
             let lines = batch.req.lines() as u64;
             let mut req = Some(batch.req);
             // Retry this batch until it is accepted (the files keep the rest).
@@ -299,16 +301,21 @@ impl Shipper {
                 streams: Vec::new(),
             },
             bytes: 0,
+            more: false,
         };
         let mut lines: Vec<ShipLine> = Vec::new();
         for (key, s) in self.sources.iter_mut() {
             let budget = BATCH_BYTES.saturating_sub(batch.bytes);
             if budget == 0 || batch.req.lines() >= BATCH_LINES {
+                batch.more = true;
                 break;
             }
             lines.clear();
             match s.tailer.read(budget, &mut lines) {
-                Ok(r) => s.drained = r.caught_up && !r.missing,
+                Ok(r) => {
+                    s.drained = r.caught_up && !r.missing;
+                    batch.more |= !r.caught_up;
+                }
                 Err(e) => {
                     tracing::debug!(file = %s.tailer.path.display(), error = %e, "reading a container log");
                     s.drained = false;
