@@ -5,7 +5,9 @@
 //! Node status loop, and, while a threshold is crossed, evicts at most one pod per pass: the
 //! first in kubelet's order among the pods this node runs. The pod's worker kills it with grace
 //! period 0 (a hard threshold), marks it Failed with reason `Evicted` and records the event;
-//! the object stays, so its owner (a ReplicaSet) replaces it.
+//! the object stays, so its owner (a ReplicaSet) replaces it. The manager waits (up to 30 s)
+//! for that pod's cleanup and judges the next pass on a sample taken after it, so one pressure
+//! episode does not cost a second pod for memory the first one is still giving back.
 //! See <https://kubernetes.io/docs/concepts/scheduling-eviction/node-pressure-eviction/>.
 
 use super::Ctx;
@@ -19,6 +21,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
+/// How long the manager waits for an evicted pod's cleanup before its next pass (kubelet's
+/// podCleanupTimeout).
+pub const POD_CLEANUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// kubelet's `evictionMonitoringPeriod`.
 pub const DEFAULT_MONITORING: Duration = Duration::from_secs(10);
 /// kubelet's default `--eviction-pressure-transition-period`.
@@ -325,6 +330,9 @@ pub async fn run(
     let thresholds = effective(&config.thresholds, dedicated_image_fs(&ctx));
     let mut last_seen = BTreeMap::new();
     let mut crossed_before = false;
+    // After an eviction, the next decision needs a sample taken after the pod was cleaned up
+    // (the housekeeping one may still count the evicted pod's memory).
+    let mut fresh_after: Option<chrono::DateTime<chrono::Utc>> = None;
     let mut tick = tokio::time::interval(config.monitoring);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -337,7 +345,14 @@ pub async fn run(
                 continue;
             }
         }
-        let sample = ctx.stats.latest_or_collect().await;
+        let mut sample = ctx.stats.latest_or_collect().await;
+        if fresh_after.is_some_and(|t| sample.time <= t) {
+            let stats = ctx.stats.clone();
+            if let Ok(s) = tokio::task::spawn_blocking(move || stats.housekeep()).await {
+                sample = s;
+            }
+        }
+        fresh_after = None;
         let live = ctx.live.snapshot();
         let candidates: Vec<PodFacts> = live.iter().filter_map(|(p, _)| facts(p)).collect();
         let decision = pressure::decide(&sample, &thresholds, &candidates);
@@ -385,13 +400,25 @@ pub async fn run(
             continue;
         };
         tracing::warn!(pod = %format!("{}/{}", victim.namespace, victim.name), signal = first.signal.name(), available = first.available, threshold = first.threshold, "evicting pod");
+        let (done, cleaned) = tokio::sync::oneshot::channel();
         let msg = Msg::Evict {
             message: decision.message.clone() + &container_message(pod, &sample, first.signal),
             grace_ms: 0,
+            done,
         };
         if tx.send(msg).await.is_ok() {
             ctx.live.remove(&victim.uid);
             ctx.stats.registry().evictions.inc_with(first.signal.name());
+            // kubelet's waitForPodsCleanup: one eviction at a time, judged on fresh figures.
+            tokio::select! {
+                r = tokio::time::timeout(POD_CLEANUP_TIMEOUT, cleaned) => {
+                    if r.is_err() {
+                        tracing::warn!(pod = %format!("{}/{}", victim.namespace, victim.name), "the evicted pod was not cleaned up within 30s");
+                    }
+                }
+                _ = stop.changed() => return,
+            }
+            fresh_after = Some(chrono::Utc::now());
         } else {
             tracing::debug!(pod = %format!("{}/{}", victim.namespace, victim.name), "the pod's worker is gone");
         }

@@ -49,10 +49,11 @@ pub enum Msg {
         restart: Option<String>,
     },
     /// The eviction manager evicts the pod: kill it within `grace_ms`, then report it Failed
-    /// with reason `Evicted` and `message`.
+    /// with reason `Evicted` and `message`; `done` fires once its sandbox is gone.
     Evict {
         message: String,
         grace_ms: i64,
+        done: tokio::sync::oneshot::Sender<()>,
     },
 }
 
@@ -90,6 +91,8 @@ pub struct Worker {
     probes: BTreeMap<String, tokio::task::AbortHandle>,
     /// Evicted (or refused) by this node.
     evicted: Option<Eviction>,
+    /// Tells the eviction manager the evicted pod is cleaned up.
+    evict_done: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// This node's eviction of the pod: by the eviction manager, or refused at admission.
@@ -224,6 +227,7 @@ impl Worker {
             probes: BTreeMap::new(),
             cancel: tokio::sync::watch::Sender::new(false),
             evicted,
+            evict_done: None,
         };
         if !fresh {
             w.adopt().await;
@@ -374,6 +378,11 @@ impl Worker {
                 return;
             }
             self.offer_for_eviction();
+            if matches!(self.state, State::Finished(_))
+                && let Some(done) = self.evict_done.take()
+            {
+                let _ = done.send(());
+            }
             self.publish(&want).await;
             let wake = self.requeue.map(|t| {
                 tokio::time::Instant::now()
@@ -471,7 +480,11 @@ impl Worker {
                     self.stop(&name, deadline, Some(why));
                 }
             }
-            Msg::Evict { message, grace_ms } => {
+            Msg::Evict {
+                message,
+                grace_ms,
+                done,
+            } => {
                 if self.evicted.is_none()
                     && !self.gone
                     && self.pod.metadata.deletion_timestamp.is_none()
@@ -485,6 +498,7 @@ impl Worker {
                         message,
                         grace_ms,
                     });
+                    self.evict_done = Some(done);
                 }
             }
         }
