@@ -296,15 +296,31 @@ fn cluster_logging() {
     assert_eq!(v["items"][0]["node"], MASTER);
 
     // 5. A deleted pod's logs stay, with the line it wrote while stopping.
-    k.ok(&[
-        "delete",
+    let uid = k.ok(&[
+        "get",
         "pod",
         "chatty",
         "-n",
         NS,
-        "--wait=true",
-        "--timeout=60s",
+        "-o",
+        "jsonpath={.metadata.uid}",
     ]);
+    k.ok(&["delete", "pod", "chatty", "-n", NS, "--wait=false"]);
+    // The teardown hands the logs to the shipper before the pod folder goes (kept >= 2 s).
+    poll(
+        "the pod's logs retired for shipping",
+        Duration::from_secs(60),
+        || {
+            root.join("logship/retired")
+                .join(uid.trim())
+                .join("meta.json")
+                .exists()
+                .then_some(())
+        },
+    );
+    poll("chatty gone from the API", Duration::from_secs(60), || {
+        (!k.run(&["get", "pod", "chatty", "-n", NS]).ok).then_some(())
+    });
     let after = poll(
         "the deleted pod's last line in the store",
         Duration::from_secs(60),
