@@ -1,5 +1,5 @@
 //! Node-pressure eviction with real pods (root; issue 10 deliverables 4 and 6): on a one-node
-//! cluster running a BestEffort and a Guaranteed pod, the agent is restarted with a hard
+//! cluster running a BestEffort pod, a Guaranteed pod and a Deployment, the agent is restarted with a hard
 //! threshold no machine can meet (`memory.available<` twice this machine's MemTotal). Then, as
 //! the real kubectl sees it: the node reports MemoryPressure=True and carries the
 //! `node.kubernetes.io/memory-pressure:NoSchedule` taint beside an admin's taint; the
@@ -7,9 +7,10 @@
 //! while the Guaranteed pod still runs; the evicted pod's processes are gone and the object
 //! stays; `kubelet_evictions{eviction_signal="memory.available"}` counts it; the Guaranteed
 //! pod is evicted on a later pass; a new BestEffort pod bound to the node is refused at
-//! admission and an unbound one stays unscheduled for the taint. Restarted with the default
-//! thresholds, the agent reports MemoryPressure=False, drops its taint (the admin's stays),
-//! leaves the evicted pods Failed without restarting them, and the waiting pod runs.
+//! admission; a Deployment's evicted replica stays Failed and its replacement waits
+//! unscheduled for the taint. Restarted with the default thresholds, the agent reports
+//! MemoryPressure=False, drops its taint (the admin's stays), leaves the evicted pods Failed
+//! without restarting them, and the replacement runs.
 
 use keel_tests::cluster::{Cluster, ClusterSpec, MASTER};
 use keel_tests::lab::{LabProcess, agent_command, error_line, fails_within};
@@ -61,6 +62,14 @@ fn pods(c: &Cluster) -> Vec<Value> {
 
 fn find<'a>(pods: &'a [Value], name: &str) -> Option<&'a Value> {
     pods.iter().find(|p| p["metadata"]["name"] == name)
+}
+
+/// The pods of Deployment `web`.
+fn web_pods(pods: &[Value]) -> Vec<Value> {
+    pods.iter()
+        .filter(|p| p["metadata"]["labels"]["app"] == "web")
+        .cloned()
+        .collect()
 }
 
 fn is_running(p: &Value) -> bool {
@@ -185,19 +194,22 @@ fn besteffort_pod_is_evicted_first_under_memory_pressure() {
     let manifest = c.lab.path("pods.yaml");
     std::fs::write(&manifest, PODS).expect("write manifest");
     k.ok(&["apply", "-f", &manifest.to_string_lossy()]);
+    k.ok(&["create", "deployment", "web", "--image=nginx:1.14"]);
     k.ok(&[
         "taint",
         "node",
         MASTER,
         &format!("{ADMIN_TAINT}=yes:PreferNoSchedule"),
     ]);
-    let snapshot = poll("both pods Running", START, || {
+    let snapshot = poll("the pods and web's replica Running", START, || {
         let ps = pods(&c);
         let ok = ["besteffort", "guaranteed"]
             .iter()
-            .all(|n| find(&ps, n).is_some_and(is_running));
+            .all(|n| find(&ps, n).is_some_and(is_running))
+            && web_pods(&ps).iter().any(|p| is_running(p));
         ok.then_some(ps)
     });
+    let first_web = web_pods(&snapshot)[0]["metadata"]["name"].clone();
     let qos = |n: &str| find(&snapshot, n).map(|p| p["status"]["qosClass"].clone());
     assert_eq!(qos("besteffort"), Some("BestEffort".into()));
     assert_eq!(qos("guaranteed"), Some("Guaranteed".into()));
@@ -384,20 +396,28 @@ fn besteffort_pod_is_evicted_first_under_memory_pressure() {
         p["status"]
     );
 
-    // The scheduler keeps new pods off the tainted node.
-    k.ok(&["run", "waiting", "--image=nginx:1.14"]);
-    let why = poll("waiting unschedulable for the taint", START, || {
-        let ps = pods(&c);
-        let p = find(&ps, "waiting")?;
-        let cond = p["status"]["conditions"]
-            .as_array()?
-            .iter()
-            .find(|c| c["type"] == "PodScheduled")?
-            .clone();
-        (cond["status"] == "False" && cond["message"].as_str()?.contains(MEMORY_TAINT))
+    // web's evicted replica stays; its ReplicaSet makes a new one, which the scheduler keeps
+    // off the tainted node.
+    let why = poll(
+        "web's replacement unschedulable for the taint",
+        START,
+        || {
+            let ps = pods(&c);
+            let web = web_pods(&ps);
+            let old = web.iter().find(|p| p["metadata"]["name"] == first_web)?;
+            let new = web.iter().find(|p| p["metadata"]["name"] != first_web)?;
+            let cond = new["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "PodScheduled")?
+                .clone();
+            (is_evicted(old)
+                && cond["status"] == "False"
+                && cond["message"].as_str()?.contains(MEMORY_TAINT))
             .then(|| cond["message"].clone())
-    });
-    eprintln!("waiting: {why}");
+        },
+    );
+    eprintln!("web's replacement: {why}");
 
     // Back to kubelet's defaults: no pressure, no taint; the evicted pods stay Failed.
     c.restart_agent(MASTER);
@@ -427,11 +447,13 @@ fn besteffort_pod_is_evicted_first_under_memory_pressure() {
     }
     assert!(pod_processes(&be_uid).is_empty(), "no container restarted");
     poll(
-        "waiting scheduled and Running once the taint is gone",
+        "web's replacement Running once the taint is gone",
         START,
         || {
             let ps = pods(&c);
-            find(&ps, "waiting").filter(|p| is_running(p)).map(|_| ())
+            let web = web_pods(&ps);
+            let old = web.iter().find(|p| p["metadata"]["name"] == first_web)?;
+            (is_evicted(old) && web.iter().any(|p| is_running(p))).then_some(())
         },
     );
 }
