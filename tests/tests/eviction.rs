@@ -206,7 +206,7 @@ fn besteffort_pod_is_evicted_first_under_memory_pressure() {
         let ok = ["besteffort", "guaranteed"]
             .iter()
             .all(|n| find(&ps, n).is_some_and(is_running))
-            && web_pods(&ps).iter().any(|p| is_running(p));
+            && web_pods(&ps).iter().any(is_running);
         ok.then_some(ps)
     });
     let first_web = web_pods(&snapshot)[0]["metadata"]["name"].clone();
@@ -453,7 +453,7 @@ fn besteffort_pod_is_evicted_first_under_memory_pressure() {
             let ps = pods(&c);
             let web = web_pods(&ps);
             let old = web.iter().find(|p| p["metadata"]["name"] == first_web)?;
-            (is_evicted(old) && web.iter().any(|p| is_running(p))).then_some(())
+            (is_evicted(old) && web.iter().any(is_running)).then_some(())
         },
     );
 }
