@@ -17,6 +17,11 @@ use std::time::{Duration, Instant};
 pub const REGISTRY_OCTET: u8 = 5;
 pub const MASTER: &str = "master";
 pub const MASTER_OCTET: u8 = 10;
+/// The lab agents' hard eviction thresholds unless a test passes its own: kubelet's memory
+/// default and no disk thresholds, as kind configures its nodes. The lab nodes share this
+/// machine's disk, which is often over 90% full on a build machine; kubelet's
+/// `nodefs.available<10%` would then taint every lab node and evict its pods.
+pub const LAB_EVICTION_HARD: &str = "--eviction-hard=memory.available<100Mi";
 
 /// What to start.
 pub struct ClusterSpec {
@@ -144,6 +149,9 @@ impl Cluster {
         args.push(root.to_string_lossy().into_owned());
         args.push("--registry-config".into());
         args.push(self.registry_config.to_string_lossy().into_owned());
+        if !extra.iter().any(|f| f.starts_with("--eviction-hard")) {
+            args.push(LAB_EVICTION_HARD.into());
+        }
         args.extend(extra.iter().cloned());
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         self.lab.track_node(name, &root);
