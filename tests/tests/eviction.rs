@@ -8,7 +8,7 @@
 //! stays; `kubelet_evictions{eviction_signal="memory.available"}` counts it; the Guaranteed
 //! pod is evicted on a later pass; a new BestEffort pod bound to the node is refused at
 //! admission; a Deployment's evicted replica stays Failed and its replacement waits
-//! unscheduled for the taint. Restarted with the default thresholds, the agent reports
+//! unscheduled for the taint. Restarted with its saved thresholds, the agent reports
 //! MemoryPressure=False, drops its taint (the admin's stays), leaves the evicted pods Failed
 //! without restarting them, and the replacement runs.
 
@@ -419,7 +419,8 @@ fn besteffort_pod_is_evicted_first_under_memory_pressure() {
     );
     eprintln!("web's replacement: {why}");
 
-    // Back to kubelet's defaults: no pressure, no taint; the evicted pods stay Failed.
+    // Back to the thresholds `join` saved (the lab's memory.available<100Mi): no pressure, no
+    // taint; the evicted pods stay Failed.
     c.restart_agent(MASTER);
     let n = poll("MemoryPressure=False and the taint removed", START, || {
         let n = node(&c);
