@@ -467,6 +467,56 @@ mod tests {
     }
 
     #[test]
+    fn victim_is_the_best_effort_pod_and_never_a_critical_one() {
+        use crate::stats::sample::{CgroupSample, Memory, NodeMemory, NodeSample, PodSample};
+        let named = |mut p: Pod, uid: &str| {
+            p.metadata.uid = Some(uid.into());
+            p
+        };
+        let running = [
+            named(pod(None, Some("64Mi"), json!({})), "guaranteed"),
+            named(pod(None, None, json!({})), "besteffort"),
+            named(
+                pod(Some(SYSTEM_CRITICAL_PRIORITY), None, json!({})),
+                "critical",
+            ),
+        ];
+        let usage = |uid: &str, ws: u64| PodSample {
+            uid: uid.into(),
+            stats: CgroupSample {
+                memory: Some(Memory {
+                    working_set: ws,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let sample = Sample {
+            node: NodeSample {
+                memory: NodeMemory {
+                    total: 1 << 30,
+                    available: 50 << 20,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            // The critical pod uses the most and the Guaranteed pod more than the BestEffort.
+            pods: vec![
+                usage("guaranteed", 60 << 20),
+                usage("besteffort", 1 << 20),
+                usage("critical", 500 << 20),
+            ],
+            ..Default::default()
+        };
+        let candidates: Vec<PodFacts> = running.iter().filter_map(facts).collect();
+        let d = pressure::decide(&sample, &pressure::default_thresholds(), &candidates);
+        let order: Vec<&str> = d.evict.iter().map(|p| p.uid.as_str()).collect();
+        assert_eq!(order, ["besteffort", "guaranteed"]);
+        assert_eq!(d.conditions, ["MemoryPressure"]);
+    }
+
+    #[test]
     fn admission_under_pressure() {
         let be = pod(None, None, json!({}));
         let burstable = pod(None, Some("64Mi"), json!({}));
