@@ -1,4 +1,5 @@
-//! Monitoring with real pods (root): on a cluster of an untainted master and a worker, a
+//! Monitoring with real pods (root): on a cluster of an untainted master and a worker (the
+//! master alone with `KEEL_MONITORING_ONE_NODE=1`, as in the cgroup v2 VM), a
 //! CPU-burning container shows at least 500m in `kubectl top pod`, a container holding 220 MiB
 //! shows at least 200Mi of working set in `kubectl top pod --containers` and in the agent's
 //! `/stats/summary`, a pod's network byte counters grow after traffic (summary and
@@ -6,7 +7,7 @@
 //! with a Prometheus text parser and carries cAdvisor's names and labels, and `kubectl top
 //! nodes`, `top pods -A`, `-l` and `--containers` work with kubectl 1.27 and 1.33. The agents'
 //! endpoints are called as the API server calls them (its kubelet client certificate).
-//! scripts/test.d/agent-vm.sh runs this test on cgroup v2 as well.
+//! scripts/test.d/agent-vm.sh runs this test on cgroup v2 as well (one node).
 
 use keel_tests::cluster::{Cluster, ClusterSpec, MASTER};
 use keel_tests::kubectl::{Kubectl, cells};
@@ -16,10 +17,17 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 const WORKER: &str = "worker01";
+/// Set (to 1) by scripts/test.d/agent-vm.sh: the cgroup v2 VM runs without KVM, so there the
+/// cluster is the master alone and the worker's pods run on it.
+const ONE_NODE_ENV: &str = "KEEL_MONITORING_ONE_NODE";
 /// Image pulls and first starts on a shared machine.
 const START: Duration = Duration::from_secs(120);
 /// Housekeeping runs every 10 s and a CPU rate needs two passes; the API caches 5 s.
 const METRICS: Duration = Duration::from_secs(120);
+/// The burner's wait: its BestEffort cgroup competes as one group (weight 1024 at the top of
+/// the `keel` tree) with every other task on the machine's two cores, so on a machine loaded
+/// by builds it can take several 10 s windows to reach 500m.
+const BURN: Duration = Duration::from_secs(300);
 const MIB: u64 = 1 << 20;
 /// What the hog container holds: 220 MiB of `tail`'s line buffer.
 const HOG_BYTES: u64 = 220 * MIB;
@@ -78,7 +86,11 @@ fn poll_seen<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<T, 
         match f() {
             Ok(v) => return v,
             Err(seen) if std::time::Instant::now() > deadline => {
-                panic!("timed out after {timeout:?} waiting for {what}; last seen:\n{seen}")
+                let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+                panic!(
+                    "timed out after {timeout:?} waiting for {what} (load average {}); last seen:\n{seen}",
+                    load.trim()
+                )
             }
             Err(_) => std::thread::sleep(Duration::from_secs(1)),
         }
@@ -229,11 +241,21 @@ fn net_bytes(p: &Value) -> Option<(u64, u64)> {
 
 #[test]
 fn kubectl_top_and_agent_stats_with_real_pods() {
+    let one_node = std::env::var(ONE_NODE_ENV).is_ok_and(|v| v == "1");
+    let (worker, nodes): (&str, &[&str]) = if one_node {
+        (MASTER, &[MASTER])
+    } else {
+        (WORKER, &[MASTER, WORKER])
+    };
     let c = Cluster::start(
         "mon",
         ClusterSpec {
-            workers: vec![(WORKER.into(), 11)],
+            workers: nodes[1..].iter().map(|n| (n.to_string(), 11)).collect(),
             control_plane_role: false,
+            // kube's defaults: a loaded machine (or the VM) may delay a lease renewal, and
+            // this test is not about eviction.
+            grace_seconds: keel_tests::scaled(Duration::from_secs(40)).as_secs(),
+            toleration_seconds: 300,
             ..ClusterSpec::default()
         },
     );
@@ -241,7 +263,7 @@ fn kubectl_top_and_agent_stats_with_real_pods() {
     let pods = [
         spec(
             "burn",
-            WORKER,
+            worker,
             json!([{"name": "burn", "image": "busybox",
                 "command": ["sh", "-c", "while :; do :; done"]}]),
         ),
@@ -259,7 +281,7 @@ fn kubectl_top_and_agent_stats_with_real_pods() {
         ),
         spec(
             "web",
-            WORKER,
+            worker,
             json!([{"name": "web", "image": "nginx:1.14", "ports": [{"containerPort": 80}]}]),
         ),
     ];
@@ -280,7 +302,7 @@ fn kubectl_top_and_agent_stats_with_real_pods() {
     eprintln!("{}", k.ok(&["get", "pods", "-o", "wide"]));
 
     // A CPU burner: >= 500m (one core is 1000m; two contended cores on CI).
-    let rows = poll_seen("burn at >= 500m in kubectl top pod", METRICS, || {
+    let rows = poll_seen("burn at >= 500m in kubectl top pod", BURN, || {
         let rows = top(&k, &["pod", "burn"])?;
         match rows.get(1).and_then(|r| millicores(r.get(1)?)) {
             Some(m) if m >= 500 => Ok(rows),
@@ -324,9 +346,9 @@ fn kubectl_top_and_agent_stats_with_real_pods() {
 
     // Network: web's counters grow after 30 requests from the master.
     let before = poll("web's network counters in the summary", METRICS, || {
-        net_bytes(&summary_pod(&summary(&c, WORKER)?, "web")?)
+        net_bytes(&summary_pod(&summary(&c, worker)?, "web")?)
     });
-    let cad_before = cadvisor_rx(&c, WORKER, "web");
+    let cad_before = cadvisor_rx(&c, worker, "web");
     let url = format!(
         "http://{}/",
         web["status"]["podIP"].as_str().unwrap_or_default()
@@ -339,7 +361,7 @@ fn kubectl_top_and_agent_stats_with_real_pods() {
         "web's rx and tx bytes to grow in the summary",
         METRICS,
         || {
-            let now = summary(&c, WORKER)
+            let now = summary(&c, worker)
                 .and_then(|s| net_bytes(&summary_pod(&s, "web")?))
                 .ok_or("no network figures of web")?;
             // 30 requests in and 30 pages of ~170 bytes out, at least.
@@ -351,16 +373,29 @@ fn kubectl_top_and_agent_stats_with_real_pods() {
         },
     );
     eprintln!("web rx/tx bytes {before:?} -> {after:?}");
+    // A small pod still has figures (kubectl top rounds its few hundred KiB down to 0Mi).
+    let s = summary(&c, worker).expect("the worker's /stats/summary");
+    let w = summary_pod(&s, "web").unwrap_or_else(|| panic!("no web pod in the summary: {s}"));
+    let wc = &w["containers"][0];
+    assert!(
+        wc["memory"]["workingSetBytes"]
+            .as_u64()
+            .is_some_and(|b| b > 0)
+            && wc["cpu"]["usageCoreNanoSeconds"]
+                .as_u64()
+                .is_some_and(|n| n > 0),
+        "web's container has memory and CPU figures: {w}"
+    );
     poll(
         "container_network_receive_bytes_total of web to grow",
         METRICS,
-        || (cadvisor_rx(&c, WORKER, "web") > cad_before).then_some(()),
+        || (cadvisor_rx(&c, worker, "web") > cad_before).then_some(()),
     );
 
     // /metrics/cadvisor: names and labels. Disk usage is walked less often than cgroups are
     // read (every 60 s), so a new container's container_fs_usage_bytes may take a while.
     let (text, samples) = poll_seen("container_fs_usage_bytes of web", METRICS, || {
-        let text = agent_get(&c, WORKER, "/metrics/cadvisor").ok_or("no /metrics/cadvisor")?;
+        let text = agent_get(&c, worker, "/metrics/cadvisor").ok_or("no /metrics/cadvisor")?;
         let samples = parse_prometheus(&text);
         let fs = pod_samples(&samples, "container_fs_usage_bytes", "web");
         if fs.contains_key("web") {
@@ -414,31 +449,45 @@ fn kubectl_top_and_agent_stats_with_real_pods() {
         ws.get("hog").is_some_and(|v| *v >= (200 * MIB) as f64),
         "container_memory_working_set_bytes of hog: {ws:?}"
     );
-    for path in ["/metrics/resource", "/metrics"] {
-        let text = agent_get(&c, WORKER, path).unwrap_or_else(|| panic!("{path}"));
-        assert!(!parse_prometheus(&text).is_empty(), "{path} has samples");
-    }
+    // metrics-server's endpoint and the agent's own figures (two pods run on the worker).
+    let text = agent_get(&c, worker, "/metrics/resource").expect("/metrics/resource");
+    let res = parse_prometheus(&text);
+    let cpu = pod_samples(&res, "container_cpu_usage_seconds_total", "burn");
+    assert!(
+        cpu.get("burn").is_some_and(|v| *v > 1.0),
+        "container_cpu_usage_seconds_total of burn in /metrics/resource: {cpu:?}"
+    );
+    let text = agent_get(&c, worker, "/metrics").expect("/metrics");
+    let own = parse_prometheus(&text);
+    let running = own
+        .iter()
+        .find(|s| s.metric == "kubelet_running_pods")
+        .map(value);
+    assert!(
+        running.is_some_and(|n| n >= 2.0),
+        "kubelet_running_pods of the worker: {running:?}"
+    );
 
     // kubectl top with both kubectl versions: nodes, -A, -l, --containers.
     let kubeconfig = c.control.admin_kubeconfig();
     for version in ["1.27", "1.33"] {
         let kv = Kubectl::in_netns(version, &kubeconfig, &c.control.ns);
-        let nodes = poll_seen("kubectl top nodes to list both nodes", METRICS, || {
+        let table = poll_seen("kubectl top nodes to list every node", METRICS, || {
             let rows = top(&kv, &["nodes"])?;
-            let both = [MASTER, WORKER].iter().all(|n| {
+            let every = nodes.iter().all(|n| {
                 rows.iter()
                     .any(|r| r.first().map(String::as_str) == Some(*n))
             });
-            if both {
+            if every {
                 Ok(rows)
             } else {
                 Err(format!("{rows:?}"))
             }
         });
-        eprintln!("kubectl {version} top nodes: {nodes:?}");
-        assert_eq!(nodes[0][0], "NAME", "{nodes:?}");
-        assert!(nodes[0].iter().any(|h| h.starts_with("CPU")), "{nodes:?}");
-        for row in &nodes[1..] {
+        eprintln!("kubectl {version} top nodes: {table:?}");
+        assert_eq!(table[0][0], "NAME", "{table:?}");
+        assert!(table[0].iter().any(|h| h.starts_with("CPU")), "{table:?}");
+        for row in &table[1..] {
             assert_eq!(row.len(), 5, "NAME CPU CPU% MEMORY MEMORY%: {row:?}");
             assert!(millicores(&row[1]).is_some_and(|m| m > 0), "{row:?}");
             assert!(mebibytes(&row[3]).is_some_and(|m| m > 0), "{row:?}");
@@ -470,8 +519,9 @@ fn kubectl_top_and_agent_stats_with_real_pods() {
             "only burn matches app=burn: {burn_row:?}"
         );
         assert_eq!(burn_row[1][0], "burn");
+        // Busy, though not necessarily 500m at this instant on a loaded machine.
         assert!(
-            millicores(&burn_row[1][1]).is_some_and(|m| m >= 500),
+            millicores(&burn_row[1][1]).is_some_and(|m| m >= 100),
             "{burn_row:?}"
         );
         let cont = top(&kv, &["pods", "-l", "suite=mon", "--containers"])
