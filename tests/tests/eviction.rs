@@ -189,7 +189,14 @@ fn agent_metrics(c: &Cluster) -> Option<String> {
 
 #[test]
 fn besteffort_pod_is_evicted_first_under_memory_pressure() {
-    let mut c = Cluster::start("evict", ClusterSpec::one_node());
+    // The node lifecycle's grace periods are not under test: long ones keep a slow machine (the
+    // cgroup v2 VM without KVM) from marking the node unreachable and deleting the pods.
+    let spec = ClusterSpec {
+        grace_seconds: 120,
+        toleration_seconds: 600,
+        ..ClusterSpec::one_node()
+    };
+    let mut c = Cluster::start("evict", spec);
     let k = c.kubectl();
     let manifest = c.lab.path("pods.yaml");
     std::fs::write(&manifest, PODS).expect("write manifest");
