@@ -62,20 +62,42 @@ impl Hierarchy {
     /// fail counts, OOM kills, throttling, user/system split, pids) are skipped, and the
     /// collector carries them over from its last detailed pass (`fill`).
     pub fn read(&self, cgroup: &str, r: &mut Reader, detail: bool) -> CgroupSample {
+        self.read_partial(cgroup, r, detail, true)
+    }
+
+    /// As `read`, but without `memory.stat` when `memory_stat` is false (the costliest file to
+    /// generate): then `working_set` equals `usage` and the stat figures are None, for the
+    /// caller to complete (a pod's from its containers).
+    pub fn read_partial(
+        &self,
+        cgroup: &str,
+        r: &mut Reader,
+        detail: bool,
+        memory_stat: bool,
+    ) -> CgroupSample {
         match self {
-            Hierarchy::V2 { .. } => self.read_v2(cgroup, r, detail),
-            Hierarchy::V1 { .. } => self.read_v1(cgroup, r, detail),
+            Hierarchy::V2 { .. } => self.read_v2(cgroup, r, detail, memory_stat),
+            Hierarchy::V1 { .. } => self.read_v1(cgroup, r, detail, memory_stat),
         }
     }
 
-    fn read_v2(&self, cgroup: &str, r: &mut Reader, detail: bool) -> CgroupSample {
+    fn read_v2(
+        &self,
+        cgroup: &str,
+        r: &mut Reader,
+        detail: bool,
+        memory_stat: bool,
+    ) -> CgroupSample {
         let dir = self.dir("", cgroup);
         let cpu = r.text(&dir.join("cpu.stat")).map(cpu_stat_v2);
         let memory = r.u64(&dir.join("memory.current")).map(|usage| {
-            let stat = r
-                .text(&dir.join("memory.stat"))
-                .map(|t| MemoryStat::parse(t, false))
-                .unwrap_or_default();
+            let stat = if memory_stat {
+                r.text(&dir.join("memory.stat"))
+                    .map(|t| MemoryStat::parse(t, false))
+                    .unwrap_or_default()
+            } else {
+                MemoryStat::default()
+            };
             let mut m = Memory {
                 usage,
                 working_set: usage.saturating_sub(stat.inactive_file),
@@ -107,7 +129,13 @@ impl Hierarchy {
         }
     }
 
-    fn read_v1(&self, cgroup: &str, r: &mut Reader, detail: bool) -> CgroupSample {
+    fn read_v1(
+        &self,
+        cgroup: &str,
+        r: &mut Reader,
+        detail: bool,
+        memory_stat: bool,
+    ) -> CgroupSample {
         let acct = self.dir("cpuacct", cgroup);
         let cpu = r.u64(&acct.join("cpuacct.usage")).map(|usage_ns| {
             let mut cpu = Cpu {
@@ -129,10 +157,13 @@ impl Hierarchy {
         });
         let mem = self.dir("memory", cgroup);
         let memory = r.u64(&mem.join("memory.usage_in_bytes")).map(|usage| {
-            let stat = r
-                .text(&mem.join("memory.stat"))
-                .map(|t| MemoryStat::parse(t, true))
-                .unwrap_or_default();
+            let stat = if memory_stat {
+                r.text(&mem.join("memory.stat"))
+                    .map(|t| MemoryStat::parse(t, true))
+                    .unwrap_or_default()
+            } else {
+                MemoryStat::default()
+            };
             let mut m = Memory {
                 usage,
                 working_set: usage.saturating_sub(stat.inactive_file),
