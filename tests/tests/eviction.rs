@@ -253,11 +253,17 @@ fn besteffort_pod_is_evicted_first_under_memory_pressure() {
 
     // A threshold above all the memory there is: memory.available is always below it.
     let threshold = format!("--eviction-hard=memory.available<{}Ki", 2 * mem_total_kib());
+    // One eviction per pass: passes far enough apart that kubectl (slow in the cgroup v2 VM)
+    // sees the first eviction before the next one.
+    let interval = format!(
+        "--eviction-monitoring-interval={}s",
+        keel_tests::scaled(Duration::from_secs(5)).as_secs()
+    );
     restart_with(
         &mut c,
         &[
             threshold,
-            "--eviction-monitoring-interval=3s".into(),
+            interval,
             "--eviction-pressure-transition-period=0s".into(),
         ],
     );
