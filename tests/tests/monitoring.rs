@@ -111,7 +111,8 @@ fn mebibytes(cell: &str) -> Option<u64> {
 }
 
 /// The agent's `/stats/summary` or `/metrics/...` on `node`, fetched from the master with the
-/// API server's kubelet client certificate (the agent refuses every other identity).
+/// API server's kubelet client certificate (the agent refuses every other identity). Tries
+/// again for up to 30 s (scaled: the VM without KVM on a loaded host is slow to answer).
 fn agent_get(c: &Cluster, node: &str, path: &str) -> Option<String> {
     let n: Value = serde_json::from_str(&c.kubectl().ok(&["get", "node", node, "-o", "json"]))
         .expect("node json");
@@ -127,27 +128,37 @@ fn agent_get(c: &Cluster, node: &str, path: &str) -> Option<String> {
     let d = &c.control.data;
     let file = |f: &str| d.join(f).to_string_lossy().into_owned();
     let url = format!("https://{ip}:{port}{path}");
-    let out = c.run_in(
-        MASTER,
-        "curl",
-        &[
-            "-sS",
-            "-f",
-            "-m",
-            "10",
-            "--cacert",
-            &file("ca.crt"),
-            "--cert",
-            &file("apiserver-kubelet-client.crt"),
-            "--key",
-            &file("apiserver-kubelet-client.key"),
-            &url,
-        ],
-    );
-    if !out.ok {
+    let each = keel_tests::scaled(Duration::from_secs(10))
+        .as_secs()
+        .to_string();
+    let deadline = std::time::Instant::now() + keel_tests::scaled(Duration::from_secs(30));
+    loop {
+        let out = c.run_in(
+            MASTER,
+            "curl",
+            &[
+                "-sS",
+                "-f",
+                "-m",
+                &each,
+                "--cacert",
+                &file("ca.crt"),
+                "--cert",
+                &file("apiserver-kubelet-client.crt"),
+                "--key",
+                &file("apiserver-kubelet-client.key"),
+                &url,
+            ],
+        );
+        if out.ok {
+            return Some(out.stdout);
+        }
         eprintln!("curl {url}: {}", out.stderr.trim());
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_secs(1));
     }
-    out.ok.then_some(out.stdout)
 }
 
 fn summary(c: &Cluster, node: &str) -> Option<Value> {
