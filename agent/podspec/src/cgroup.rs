@@ -227,7 +227,13 @@ fn create(layout: &Layout, ctrl: &str, root: &Path, dir: &Path) -> Result<()> {
         if cur.exists() {
             continue;
         }
-        std::fs::create_dir(&cur).map_err(|e| cg_err("create", &cur, e))?;
+        match std::fs::create_dir(&cur) {
+            Ok(()) => {}
+            // Another pod starting at the same moment created it first (their QoS or node
+            // folder): fine; the cpuset files below are filled only while empty.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(cg_err("create", &cur, e)),
+        }
         if ctrl == "cpuset" {
             for f in ["cpuset.cpus", "cpuset.mems"] {
                 let own = std::fs::read_to_string(cur.join(f)).unwrap_or_default();
