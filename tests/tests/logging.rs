@@ -482,7 +482,16 @@ fn bench_log_shipping() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(300_000);
-    let mut c = Cluster::start("logbench", ClusterSpec::one_node());
+    // The lab shares the host's disk, often fuller than kubelet's 10% nodefs threshold here:
+    // a DiskPressure taint would keep the writer pod from being scheduled.
+    let spec = ClusterSpec {
+        agent_flags: vec![
+            "--eviction-hard".into(),
+            "memory.available<100Mi,nodefs.available<1%".into(),
+        ],
+        ..ClusterSpec::one_node()
+    };
+    let mut c = Cluster::start("logbench", spec);
     let k = c.kubectl();
     let agent = c.agent(MASTER).process.pid().expect("agent pid");
     let control = c.control.process.pid().expect("keel-control pid");

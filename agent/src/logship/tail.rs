@@ -132,13 +132,16 @@ impl Tailer {
                         return Ok(result);
                     }
                     // Finished: continue with the next newer file from its start.
-                    let next = if k > 1 {
-                        rotated(&self.path, k - 1)
-                    } else {
-                        self.path.clone()
+                    let next = match self.successor(k) {
+                        Some(i) => i,
+                        None => {
+                            // Ours was rotated away meanwhile: which file came next is unknown.
+                            self.lost += 1;
+                            current.unwrap_or(0)
+                        }
                     };
                     self.at = Offset {
-                        inode: inode(&next).unwrap_or(0),
+                        inode: next,
                         offset: 0,
                         base: self.at.logical(),
                     };
@@ -165,6 +168,37 @@ impl Tailer {
                 },
             }
         }
+    }
+
+    /// Where our inode is now: 0 for the live path, k for `.k`.
+    fn position(&self) -> Option<u32> {
+        (0..=MAX_ROTATED).find(|k| {
+            let p = if *k == 0 {
+                self.path.clone()
+            } else {
+                rotated(&self.path, *k)
+            };
+            inode(&p) == Some(self.at.inode)
+        })
+    }
+
+    /// The inode of the file one rotation newer than ours (last seen at `.k`). A rotation
+    /// renames the oldest files first, so when ours is still at `.k` after we looked at `.k-1`,
+    /// what we saw there was our successor; otherwise look again.
+    fn successor(&self, mut k: u32) -> Option<u64> {
+        for _ in 0..100 {
+            let newer = if k > 1 {
+                rotated(&self.path, k - 1)
+            } else {
+                self.path.clone()
+            };
+            let candidate = inode(&newer);
+            if inode(&rotated(&self.path, k)) == Some(self.at.inode) {
+                return candidate;
+            }
+            k = self.position().filter(|p| *p > 0)?;
+        }
+        None
     }
 
     /// Reads `path` (which holds our inode) from our offset; returns (bytes consumed, at EOF).
