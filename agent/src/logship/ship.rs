@@ -311,7 +311,12 @@ impl Shipper {
                 break;
             }
             lines.clear();
-            match s.tailer.read(budget, &mut lines) {
+            let lost = s.tailer.lost;
+            let read = s.tailer.read(budget, &mut lines);
+            if s.tailer.lost > lost {
+                tracing::warn!(file = %s.tailer.path.display(), "a rotated container log was deleted before it was shipped: lines are lost (the container writes faster than the log store takes them)");
+            }
+            match read {
                 Ok(r) => {
                     s.drained = r.caught_up && !r.missing;
                     batch.more |= !r.caught_up;
