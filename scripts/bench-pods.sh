@@ -3,8 +3,13 @@
 # namespace (keelbench-cp, keelbench-node), release binaries, the test image imported into the
 # agent's store first (image cached). Prints pod_bench's JSON plus agent and supervisor memory.
 #   sudo bash scripts/bench-pods.sh [PODS]
+# STATS_WAIT=70 HOLD=90 waits 70 s after the pods run (every pod through several stats
+# housekeeping passes and one disk walk), reads /stats/summary and /metrics/cadvisor from the
+# agent as the API server does, then samples memory (docs/benchmarks/stats.md).
 set -euo pipefail
 PODS=${1:-100}
+STATS_WAIT=${STATS_WAIT:-2}
+HOLD=${HOLD:-8}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 W=$(mktemp -d /tmp/keelbench.XXXXXX)
 B=$ROOT/target/release
@@ -60,7 +65,9 @@ CONTROL_PID=$!
 JOIN=$(grep '^keel-agent join' "$W/init.txt" | tail -1 | sed 's/^keel-agent join //')
 for _ in $(seq 50); do nsenter --net=/run/netns/$CP curl -sk https://192.168.78.1:6443/healthz >/dev/null && break; sleep 0.2; done
 # shellcheck disable=SC2086
-nsenter --net=/run/netns/$NODE "$B/keel-agent" join $JOIN --node-name $NODE_NAME --root-dir "$W/agent" > "$W/agent.log" 2>&1 &
+# Memory pressure only (as the test lab does): a shared development disk can sit under
+# kubelet's nodefs.available<10% default, and DiskPressure would keep every pod out.
+nsenter --net=/run/netns/$NODE "$B/keel-agent" join $JOIN --node-name $NODE_NAME --root-dir "$W/agent" --eviction-hard 'memory.available<100Mi' > "$W/agent.log" 2>&1 &
 AGENT_PID=$!
 K="nsenter --net=/run/netns/$CP kubectl --kubeconfig $W/control/admin.kubeconfig"
 for _ in $(seq 100); do $K get nodes 2>/dev/null | grep -q ' Ready' && break; sleep 0.3; done
@@ -68,11 +75,16 @@ rss() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
 APID=$(pgrep -f "keel-agent join .*--root-dir $W/agent" | head -1)
 sleep 2
 echo "{\"agent_rss_kib_0_pods\": $(rss "$APID")}"
-nsenter --net=/run/netns/$CP "$B/examples/pod_bench" --kubeconfig "$W/control/admin.kubeconfig" --image nginx:1.14 --pods "$PODS" --hold 8 > "$W/bench.out" 2>&1 &
+nsenter --net=/run/netns/$CP "$B/examples/pod_bench" --kubeconfig "$W/control/admin.kubeconfig" --image nginx:1.14 --pods "$PODS" --hold "$HOLD" > "$W/bench.out" 2>&1 &
 BENCH=$!
 for _ in $(seq 1200); do grep -q p50_ms "$W/bench.out" && break; sleep 0.5; done
-sleep 2
+sleep "$STATS_WAIT"
 head -1 "$W/bench.out"
+if [ "$STATS_WAIT" -gt 2 ]; then
+  C=$W/control
+  get() { nsenter --net=/run/netns/$CP curl -sf --cacert "$C/ca.crt" --cert "$C/apiserver-kubelet-client.crt" --key "$C/apiserver-kubelet-client.key" "https://192.168.78.2:10250$1"; }
+  echo "{\"summary_pods\": $(get /stats/summary | grep -c '"podRef"'), \"cadvisor_lines\": $(get /metrics/cadvisor | wc -l), \"agent_hwm_kib\": $(awk '/VmHWM/{print $2}' "/proc/$APID/status")}"
+fi
 SUP=0; N=0
 for p in $(pgrep -f "^$B/keel-shim|keel-shim --root"); do r=$(rss "$p" 2>/dev/null || echo 0); SUP=$((SUP + r)); N=$((N + 1)); done
 echo "{\"agent_rss_kib_${PODS}_pods\": $(rss "$APID"), \"supervisors\": $N, \"supervisor_rss_kib_total\": $SUP}"
