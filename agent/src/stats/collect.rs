@@ -192,16 +192,23 @@ impl Collector {
         }
     }
 
-    /// Disk usage under `path`: walked on walking passes, else the last walk's figure.
+    /// Disk usage under `path`: walked on walking passes (into `out`, the next cache), else
+    /// the last walk's figure from `cache`; a path the last walk did not see (a container
+    /// started since) is walked at once, so it does not wait a whole `fs_every` for a figure.
     fn fs(
-        &self,
+        cache: &mut FastMap<Box<[u8]>, FsUsage>,
         path: &Path,
         walk: bool,
         out: &mut FastMap<Box<[u8]>, FsUsage>,
     ) -> Option<FsUsage> {
         let key = path.as_os_str().as_bytes();
         if !walk {
-            return self.fs_cache.get(key).cloned();
+            if let Some(u) = cache.get(key) {
+                return Some(u.clone());
+            }
+            let usage = disk::du(path)?;
+            cache.insert(key.into(), usage.clone());
+            return Some(usage);
         }
         let usage = disk::du(path)?;
         out.insert(key.into(), usage.clone());
@@ -284,8 +291,8 @@ impl Collector {
                 cgroup: c.cgroup.clone(),
                 start_time: parse_time(&c.created_at),
                 stats: cs,
-                rootfs: self.fs(&upper, pass.walk_fs, maps.0),
-                logs: logs.and_then(|l| self.fs(&l, pass.walk_fs, maps.0)),
+                rootfs: Self::fs(&mut self.fs_cache, &upper, pass.walk_fs, maps.0),
+                logs: logs.and_then(|l| Self::fs(&mut self.fs_cache, &l, pass.walk_fs, maps.0)),
             });
         }
         if let Some(m) = stats.memory.as_mut() {
@@ -321,7 +328,7 @@ impl Collector {
         }
         let mut volumes = Vec::new();
         for (name, dir) in self.volume_dirs.get(&record.uid).into_iter().flatten() {
-            if let Some(u) = self.fs(dir, pass.walk_fs, maps.0) {
+            if let Some(u) = Self::fs(&mut self.fs_cache, dir, pass.walk_fs, maps.0) {
                 volumes.push((name.clone(), u));
             }
         }
@@ -533,6 +540,7 @@ mod tests {
                     name: n.to_string(),
                     id: format!("id-{n}"),
                     cgroup: format!("/keel/n1/pod1/{n}"),
+                    log_path: t.path().join("logs").join(n).join("0.log"),
                     ..Default::default()
                 })
                 .collect(),
@@ -557,6 +565,11 @@ mod tests {
         };
         let mut c = Collector::new(sources, "n1", Duration::from_secs(3600));
         let first = c.collect();
+        assert_eq!(first.pods[0].containers[0].logs, None);
+        // A log folder that appears after the walk is walked on the next pass, not a whole
+        // `fs_every` later.
+        std::fs::create_dir_all(t.path().join("logs/a")).expect("mkdir");
+        std::fs::write(t.path().join("logs/a/0.log"), [b'x'; 8192]).expect("write");
         let m = first.pods[0].stats.memory.clone().expect("pod memory");
         assert_eq!((m.working_set, m.rss), (25_000, Some(21_000)));
         // Container b frees 5000 inactive bytes; the pod's memory.stat is not read on the fast
@@ -568,6 +581,7 @@ mod tests {
         )
         .expect("write");
         let second = c.collect();
+        assert!(second.pods[0].containers[0].logs.is_some());
         let m = second.pods[0].stats.memory.clone().expect("pod memory");
         assert_eq!(m.usage, 26_000);
         // inactive = 2000 + 1000 (containers) + 1000 (residue)
