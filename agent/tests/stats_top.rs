@@ -345,6 +345,28 @@ async fn kubectl_top_reads_agent_stats() {
             "spec": {"containers": [{"name": c, "image": "busybox"}]}});
         k33.ok(&["create", "-f", "-"], Some(&pod.to_string()));
     }
+    // The API server matches summaries to pods by uid: give the summary the uids it assigned.
+    let mut body = summary.body().clone();
+    for (ns, name, uid) in [
+        ("default", "burner", burner_uid),
+        ("other", "idle", idle_uid),
+    ] {
+        let real = k33.ok(
+            &[
+                "get",
+                "pod",
+                name,
+                "-n",
+                ns,
+                "-o",
+                "jsonpath={.metadata.uid}",
+            ],
+            None,
+        );
+        body = body.replace(uid, real.trim());
+    }
+    std::fs::write(www.join("stats/summary?only_cpu_and_memory=true"), body)
+        .expect("write summary");
 
     for version in ["1.27", "1.33"] {
         let k = Kubectl {
