@@ -97,7 +97,8 @@ impl Tailer {
     /// Reads at most about `budget` bytes of new records, appending the lines they complete.
     pub fn read(&mut self, budget: usize, out: &mut Vec<ShipLine>) -> std::io::Result<ReadResult> {
         let mut result = ReadResult::default();
-        loop {
+        // Bounded: each turn follows one rotation or one race with it.
+        for _ in 0..1000 {
             let left = budget.saturating_sub(result.bytes as usize);
             if left == 0 {
                 return Ok(result);
@@ -115,10 +116,13 @@ impl Tailer {
             }
             if current == Some(self.at.inode) {
                 let path = self.path.clone();
-                let (n, eof) = self.read_file(&path, left, out)?;
-                result.bytes += n;
-                result.caught_up = eof;
-                return Ok(result);
+                // None: rotated between the stat and the open; look again.
+                if let Some((n, eof)) = self.read_file(&path, left, out)? {
+                    result.bytes += n;
+                    result.caught_up = eof;
+                    return Ok(result);
+                }
+                continue;
             }
             // The path names another file, or none: ours was rotated (or deleted).
             let found = (1..=MAX_ROTATED)
@@ -126,7 +130,9 @@ impl Tailer {
                 .find(|(_, p)| inode(p) == Some(self.at.inode));
             match found {
                 Some((k, old)) => {
-                    let (n, eof) = self.read_file(&old, left, out)?;
+                    let Some((n, eof)) = self.read_file(&old, left, out)? else {
+                        continue;
+                    };
                     result.bytes += n;
                     if !eof {
                         return Ok(result);
@@ -168,6 +174,7 @@ impl Tailer {
                 },
             }
         }
+        Ok(result)
     }
 
     /// Where our inode is now: 0 for the live path, k for `.k`.
@@ -201,15 +208,25 @@ impl Tailer {
         None
     }
 
-    /// Reads `path` (which holds our inode) from our offset; returns (bytes consumed, at EOF).
+    /// Reads `path` (which held our inode when we looked) from our offset; returns (bytes
+    /// consumed, at EOF), or None when the name holds another file now (a rotation ran between
+    /// the look and the open: the caller looks again).
     fn read_file(
         &mut self,
         path: &Path,
         budget: usize,
         out: &mut Vec<ShipLine>,
-    ) -> std::io::Result<(u64, bool)> {
-        let mut f = std::fs::File::open(path)?;
-        let size = f.metadata()?.len();
+    ) -> std::io::Result<Option<(u64, bool)>> {
+        let mut f = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let meta = f.metadata()?;
+        if meta.ino() != self.at.inode {
+            return Ok(None);
+        }
+        let size = meta.len();
         if size < self.at.offset {
             // Truncated in place: what was past the new end is gone.
             self.at.base = self.at.logical();
@@ -217,7 +234,7 @@ impl Tailer {
         }
         let want = (size - self.at.offset).min(budget as u64) as usize;
         if want == 0 {
-            return Ok((0, true));
+            return Ok(Some((0, true)));
         }
         f.seek(SeekFrom::Start(self.at.offset))?;
         self.buf.clear();
@@ -234,7 +251,7 @@ impl Tailer {
         // At EOF when everything up to the size seen is consumed; a record still being written
         // (no newline yet) counts as "caught up" too, it completes on a later read.
         let eof = self.at.offset + (got as u64 - used) >= size;
-        Ok((used, eof))
+        Ok(Some((used, eof)))
     }
 }
 
