@@ -146,6 +146,33 @@ fn pod_uids(root: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The shim state folders (`stateDir` of every container in `<root>/pods/<uid>/record.json`)
+/// of the pods an agent rooted at `root` still kept: the agent's `keel-shim delete` never ran
+/// for containers alive when the lab went down, and their folders sit in the shared shim root.
+fn shim_state_dirs(root: &Path, uids: &[String]) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    for uid in uids {
+        let path = root.join("pods").join(uid).join("record.json");
+        let Ok(data) = std::fs::read(&path) else {
+            continue;
+        };
+        let Ok(record) = serde_json::from_slice::<serde_json::Value>(&data) else {
+            continue;
+        };
+        for c in record["containers"].as_array().into_iter().flatten() {
+            let (Some(dir), Some(id)) = (c["stateDir"].as_str(), c["id"].as_str()) else {
+                continue;
+            };
+            let dir = PathBuf::from(dir);
+            // Only a container's own folder: absolute and named by its id.
+            if !id.is_empty() && dir.is_absolute() && dir.file_name().is_some_and(|n| n == id) {
+                dirs.push(dir);
+            }
+        }
+    }
+    dirs
+}
+
 /// Removes what node `node`'s agent (rooted at `root`) left outside the lab folder, pod by pod
 /// (the uids under `<root>/pods`), so a lab with a node of the same name running at the same
 /// time keeps its own pods: the processes in each pod's cgroups (`keel/<node>/.../pod<uid>`,
@@ -153,6 +180,7 @@ fn pod_uids(root: &Path) -> Vec<String> {
 /// mount, and the cgroups; then the node's cgroup folders and `/run/keel/<node>` if empty.
 pub fn remove_node_pods(node: &str, root: &Path) {
     let uids = pod_uids(root);
+    let shim_dirs = shim_state_dirs(root, &uids);
     let run = Path::new(AGENT_RUN_DIR).join(node);
     let netns: Vec<PathBuf> = uids.iter().map(|u| run.join("netns").join(u)).collect();
     kill_processes(&netns, Path::new("/nonexistent"));
@@ -195,6 +223,10 @@ pub fn remove_node_pods(node: &str, root: &Path) {
         for d in &dirs {
             let _ = std::fs::remove_dir(d);
         }
+    }
+    // The containers are dead now (their cgroups are gone): so are their supervisors.
+    for d in &shim_dirs {
+        let _ = std::fs::remove_dir_all(d);
     }
     let ns_dir = run.join("netns");
     if std::fs::read_dir(&ns_dir).is_ok_and(|mut d| d.next().is_none()) {
