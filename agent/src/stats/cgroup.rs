@@ -91,13 +91,7 @@ impl Hierarchy {
         let dir = self.dir("", cgroup);
         let cpu = r.text(&dir.join("cpu.stat")).map(cpu_stat_v2);
         let memory = r.u64(&dir.join("memory.current")).map(|usage| {
-            let stat = if memory_stat {
-                r.text(&dir.join("memory.stat"))
-                    .map(|t| MemoryStat::parse(t, false))
-                    .unwrap_or_default()
-            } else {
-                MemoryStat::default()
-            };
+            let stat = MemoryStat::read(r, &dir, false, memory_stat);
             let mut m = Memory {
                 usage,
                 working_set: usage.saturating_sub(stat.inactive_file),
@@ -157,13 +151,7 @@ impl Hierarchy {
         });
         let mem = self.dir("memory", cgroup);
         let memory = r.u64(&mem.join("memory.usage_in_bytes")).map(|usage| {
-            let stat = if memory_stat {
-                r.text(&mem.join("memory.stat"))
-                    .map(|t| MemoryStat::parse(t, true))
-                    .unwrap_or_default()
-            } else {
-                MemoryStat::default()
-            };
+            let stat = MemoryStat::read(r, &mem, true, memory_stat);
             let mut m = Memory {
                 usage,
                 working_set: usage.saturating_sub(stat.inactive_file),
@@ -244,6 +232,17 @@ pub struct MemoryStat {
 }
 
 impl MemoryStat {
+    /// `memory.stat` of the cgroup folder `dir`, parsed; empty when `read` is false or the
+    /// file cannot be read.
+    fn read(r: &mut Reader, dir: &Path, v1: bool, read: bool) -> MemoryStat {
+        if !read {
+            return MemoryStat::default();
+        }
+        r.text(&dir.join("memory.stat"))
+            .map(|t| MemoryStat::parse(t, v1))
+            .unwrap_or_default()
+    }
+
     /// v1 (`v1 = true`) uses the hierarchical `total_*` keys; v2's keys are hierarchical already.
     pub fn parse(text: &str, v1: bool) -> MemoryStat {
         let mut s = MemoryStat::default();
