@@ -207,6 +207,56 @@ impl Cluster {
             .map(str::to_string)
     }
 
+    /// The agent's `/stats/summary` or `/metrics/...` on `node`, fetched from the master with
+    /// the API server's kubelet client certificate (the agent refuses every other identity).
+    /// Tries again for up to 30 s (scaled: the VM without KVM on a loaded host is slow to
+    /// answer); None if it never answered.
+    pub fn agent_get(&self, node: &str, path: &str) -> Option<String> {
+        let n: Value =
+            serde_json::from_str(&self.kubectl().ok(&["get", "node", node, "-o", "json"]))
+                .expect("node json");
+        let ip = n["status"]["addresses"]
+            .as_array()?
+            .iter()
+            .find(|a| a["type"] == "InternalIP")?["address"]
+            .as_str()?
+            .to_string();
+        let port = n["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+            .as_u64()
+            .unwrap_or(10250);
+        let file = |f: &str| self.control.data.join(f).to_string_lossy().into_owned();
+        let url = format!("https://{ip}:{port}{path}");
+        let each = crate::scaled(Duration::from_secs(10)).as_secs().to_string();
+        let deadline = Instant::now() + crate::scaled(Duration::from_secs(30));
+        loop {
+            let out = self.run_in(
+                MASTER,
+                "curl",
+                &[
+                    "-sS",
+                    "-f",
+                    "-m",
+                    &each,
+                    "--cacert",
+                    &file("ca.crt"),
+                    "--cert",
+                    &file("apiserver-kubelet-client.crt"),
+                    "--key",
+                    &file("apiserver-kubelet-client.key"),
+                    &url,
+                ],
+            );
+            if out.ok {
+                return Some(out.stdout);
+            }
+            eprintln!("curl {url}: {}", out.stderr.trim());
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+
     /// The real kubectl (the version-picking dispatcher) as admin, in the master's namespace.
     pub fn kubectl(&self) -> Kubectl {
         self.control.kubectl()

@@ -154,39 +154,6 @@ fn restart_with(c: &mut Cluster, flags: &[String]) {
     a.old_logs.push(old.log.clone());
 }
 
-/// The agent's `/metrics`, fetched as the API server calls it (its kubelet client cert).
-fn agent_metrics(c: &Cluster) -> Option<String> {
-    let n = node(c);
-    let ip = n["status"]["addresses"]
-        .as_array()?
-        .iter()
-        .find(|a| a["type"] == "InternalIP")?["address"]
-        .as_str()?
-        .to_string();
-    let port = n["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
-        .as_u64()
-        .unwrap_or(10250);
-    let file = |f: &str| c.control.data.join(f).to_string_lossy().into_owned();
-    let out = c.run_in(
-        MASTER,
-        "curl",
-        &[
-            "-sS",
-            "-f",
-            "-m",
-            "10",
-            "--cacert",
-            &file("ca.crt"),
-            "--cert",
-            &file("apiserver-kubelet-client.crt"),
-            "--key",
-            &file("apiserver-kubelet-client.key"),
-            &format!("https://{ip}:{port}/metrics"),
-        ],
-    );
-    out.ok.then_some(out.stdout)
-}
-
 #[test]
 fn besteffort_pod_is_evicted_first_under_memory_pressure() {
     // The node lifecycle's grace periods are not under test: long ones keep a slow machine (the
@@ -363,7 +330,7 @@ fn besteffort_pod_is_evicted_first_under_memory_pressure() {
         "kubelet_evictions on /metrics",
         Duration::from_secs(30),
         || {
-            agent_metrics(&c).filter(|m| {
+            c.agent_get(MASTER, "/metrics").filter(|m| {
                 m.lines().any(|l| {
                     l.starts_with("kubelet_evictions{eviction_signal=\"memory.available\"}")
                         && l.split_whitespace()

@@ -110,59 +110,8 @@ fn mebibytes(cell: &str) -> Option<u64> {
     cell.strip_suffix("Mi")?.parse().ok()
 }
 
-/// The agent's `/stats/summary` or `/metrics/...` on `node`, fetched from the master with the
-/// API server's kubelet client certificate (the agent refuses every other identity). Tries
-/// again for up to 30 s (scaled: the VM without KVM on a loaded host is slow to answer).
-fn agent_get(c: &Cluster, node: &str, path: &str) -> Option<String> {
-    let n: Value = serde_json::from_str(&c.kubectl().ok(&["get", "node", node, "-o", "json"]))
-        .expect("node json");
-    let ip = n["status"]["addresses"]
-        .as_array()?
-        .iter()
-        .find(|a| a["type"] == "InternalIP")?["address"]
-        .as_str()?
-        .to_string();
-    let port = n["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
-        .as_u64()
-        .unwrap_or(10250);
-    let d = &c.control.data;
-    let file = |f: &str| d.join(f).to_string_lossy().into_owned();
-    let url = format!("https://{ip}:{port}{path}");
-    let each = keel_tests::scaled(Duration::from_secs(10))
-        .as_secs()
-        .to_string();
-    let deadline = std::time::Instant::now() + keel_tests::scaled(Duration::from_secs(30));
-    loop {
-        let out = c.run_in(
-            MASTER,
-            "curl",
-            &[
-                "-sS",
-                "-f",
-                "-m",
-                &each,
-                "--cacert",
-                &file("ca.crt"),
-                "--cert",
-                &file("apiserver-kubelet-client.crt"),
-                "--key",
-                &file("apiserver-kubelet-client.key"),
-                &url,
-            ],
-        );
-        if out.ok {
-            return Some(out.stdout);
-        }
-        eprintln!("curl {url}: {}", out.stderr.trim());
-        if std::time::Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    }
-}
-
 fn summary(c: &Cluster, node: &str) -> Option<Value> {
-    serde_json::from_str(&agent_get(c, node, "/stats/summary")?).ok()
+    serde_json::from_str(&c.agent_get(node, "/stats/summary")?).ok()
 }
 
 /// The summary entry of pod `name` in namespace default.
@@ -406,7 +355,9 @@ fn kubectl_top_and_agent_stats_with_real_pods() {
     // /metrics/cadvisor: names and labels. Disk usage is walked less often than cgroups are
     // read (every 60 s), so a new container's container_fs_usage_bytes may take a while.
     let (text, samples) = poll_seen("container_fs_usage_bytes of web", METRICS, || {
-        let text = agent_get(&c, worker, "/metrics/cadvisor").ok_or("no /metrics/cadvisor")?;
+        let text = c
+            .agent_get(worker, "/metrics/cadvisor")
+            .ok_or("no /metrics/cadvisor")?;
         let samples = parse_prometheus(&text);
         let fs = pod_samples(&samples, "container_fs_usage_bytes", "web");
         if fs.contains_key("web") {
@@ -450,7 +401,9 @@ fn kubectl_top_and_agent_stats_with_real_pods() {
         value(burn) > 1.0,
         "burn has used more than 1 s of CPU: {burn:?}"
     );
-    let text = agent_get(&c, MASTER, "/metrics/cadvisor").expect("master /metrics/cadvisor");
+    let text = c
+        .agent_get(MASTER, "/metrics/cadvisor")
+        .expect("master /metrics/cadvisor");
     let ws = pod_samples(
         &parse_prometheus(&text),
         "container_memory_working_set_bytes",
@@ -461,14 +414,16 @@ fn kubectl_top_and_agent_stats_with_real_pods() {
         "container_memory_working_set_bytes of hog: {ws:?}"
     );
     // metrics-server's endpoint and the agent's own figures (two pods run on the worker).
-    let text = agent_get(&c, worker, "/metrics/resource").expect("/metrics/resource");
+    let text = c
+        .agent_get(worker, "/metrics/resource")
+        .expect("/metrics/resource");
     let res = parse_prometheus(&text);
     let cpu = pod_samples(&res, "container_cpu_usage_seconds_total", "burn");
     assert!(
         cpu.get("burn").is_some_and(|v| *v > 1.0),
         "container_cpu_usage_seconds_total of burn in /metrics/resource: {cpu:?}"
     );
-    let text = agent_get(&c, worker, "/metrics").expect("/metrics");
+    let text = c.agent_get(worker, "/metrics").expect("/metrics");
     let own = parse_prometheus(&text);
     let running = own
         .iter()
@@ -567,7 +522,7 @@ fn kubectl_top_and_agent_stats_with_real_pods() {
 
 /// `container_network_receive_bytes_total` of pod `pod` on `node` (eth0), 0 when absent.
 fn cadvisor_rx(c: &Cluster, node: &str, pod: &str) -> f64 {
-    let Some(text) = agent_get(c, node, "/metrics/cadvisor") else {
+    let Some(text) = c.agent_get(node, "/metrics/cadvisor") else {
         return 0.0;
     };
     parse_prometheus(&text)
